@@ -112,9 +112,17 @@ def https_target(
 
 @pytest.fixture(params=["https", "http"])
 def target(
-    request: pytest.FixtureRequest, admin_token: str, tmp_path: Path, provider_mirror: Path
+    request: pytest.FixtureRequest,
+    backend: str,
+    admin_token: str,
+    tmp_path: Path,
+    provider_mirror: Path,
 ) -> Iterator[Target]:
-    """Terraform over HTTPS (real discovery) or plain HTTP (CLI `host` block)."""
+    """Terraform over HTTPS (real discovery) or plain HTTP (CLI `host` block).
+
+    `backend` is requested only so the test is parametrised over it; the server fixture is
+    looked up by transport, and both server fixtures follow the module's `backend`.
+    """
     fixture = "server" if request.param == "https" else "plain_server"
     srv: CairnServer = request.getfixturevalue(fixture)
     yield from make_target(srv, admin_token, tmp_path, provider_mirror)
