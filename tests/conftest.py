@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,7 @@ from pytfe import TFEClient
 
 from tests.support import api as tfe_api
 from tests.support.postgres import PostgresCluster, PostgresUnavailable, find_bindir
-from tests.support.server import CairnServer
+from tests.support.server import CairnServer, running_servers
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -173,3 +173,17 @@ def tfe(server: CairnServer, admin_token: str) -> Iterator[TFEClient]:
         yield client
     finally:
         client.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On failure, attach the error log of every running cairn server to the report."""
+    report = yield
+    if report.failed:
+        for srv in running_servers():
+            errors = srv.errors()
+            if errors:
+                report.sections.append((f"cairn {srv.url} (pid {srv.pid}) errors", errors))
+    return report

@@ -9,6 +9,7 @@ directory, which is what restart/crash tests need.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -23,6 +24,14 @@ import httpx
 from tests.support import processes
 
 READY_TIMEOUT = 60.0
+
+# Servers currently running, so a failing test's report can show their error logs.
+_running: list[CairnServer] = []
+
+
+def running_servers() -> list[CairnServer]:
+    """Every CairnServer started by this process and not yet stopped."""
+    return [srv for srv in _running if srv.running]
 
 
 def cairn_executable() -> Path:
@@ -152,6 +161,8 @@ class CairnServer:
                 stderr=subprocess.STDOUT,
             )
         processes.register(self._proc)
+        if self not in _running:
+            _running.append(self)
         try:
             self.wait_ready(timeout)
         except BaseException:
@@ -194,6 +205,7 @@ class CairnServer:
             return None
         status = processes.stop(self._proc, timeout=timeout)
         self._proc = None
+        self._forget()
         return status
 
     def kill9(self) -> int | None:
@@ -202,7 +214,14 @@ class CairnServer:
             return None
         status = processes.kill(self._proc)
         self._proc = None
+        self._forget()
         return status
+
+    def _forget(self) -> None:
+        for i, srv in enumerate(_running):
+            if srv is self:
+                del _running[i]
+                break
 
     def restart(self, timeout: float = READY_TIMEOUT) -> CairnServer:
         """Graceful stop, then start again on the same port, data dir and database."""
@@ -216,3 +235,30 @@ class CairnServer:
     def output(self, limit: int = 8000) -> str:
         """The tail of the server's combined stdout/stderr, for failure messages."""
         return processes.tail(self.log_path, limit)
+
+    def errors(self, limit: int = 5) -> str:
+        """The last `limit` error records of cairn's JSON log, with tracebacks, readable."""
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        records: list[str] = []
+        for line in lines:
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if str(record.get("level", "")).lower() in ("error", "critical"):
+                text = f"{record.get('ts', '')} {record.get('logger', '')}: {record.get('msg', '')}"
+                extra = {k: v for k, v in record.items() if k not in _LOG_KEYS}
+                if extra:
+                    text += f" {extra}"
+                if record.get("exc"):
+                    text += f"\n{record['exc']}"
+                records.append(text)
+        return "\n\n".join(records[-limit:])
+
+
+_LOG_KEYS = frozenset({"ts", "level", "logger", "msg", "exc"})
