@@ -1,0 +1,185 @@
+"""The composition point: settings → database → stores → services → routes.
+
+``build_context`` does everything that may refuse to start (migrations, secret-key check,
+blob store check); ``create_app`` wires HTTP routes around a context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from cairn.auth import api as auth_api
+from cairn.auth.tokens import TokenService
+from cairn.blobs.store import open_blob_store
+from cairn.clock import Clock, SystemClock
+from cairn.config import Settings
+from cairn.context import AppContext
+from cairn.crypto import Keyring, load_or_create_secret
+from cairn.db import meta
+from cairn.db.engine import Database, make_engine
+from cairn.db.migrate import is_current, upgrade
+from cairn.errors import ApiError, MethodNotAllowed, NotFound, SecretKeyMismatch
+from cairn.observe import Metrics, ObserveMiddleware
+from cairn.organizations import api as org_api
+from cairn.organizations.service import OrganizationService
+from cairn.state import api as state_api
+from cairn.state.service import StateService
+from cairn.tfeapi import discovery
+from cairn.tfeapi.jsonapi import error_response
+from cairn.workspaces import api as ws_api
+from cairn.workspaces.service import WorkspaceService
+
+log = logging.getLogger("cairn")
+
+
+@dataclass
+class Startup:
+    """What happened at start that the operator must be told once."""
+
+    ctx: AppContext
+    created_secret: bool
+    bootstrap_token: str | None
+
+
+def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
+    clock = clock or SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret, created = load_or_create_secret(settings.data_dir, settings.secret_key)
+    keyring = Keyring(secret)
+    db = Database(make_engine(settings.database_url))
+    upgrade(db.engine)
+    with db.unit_of_work(write=True) as s:
+        stored = meta.get_or_set(s, "secret-key-fingerprint", keyring.fingerprint)
+        s.commit()
+    if stored != keyring.fingerprint:
+        db.dispose()
+        raise SecretKeyMismatch(
+            "CAIRN_SECRET_KEY is not the key this database was initialised with; nothing was "
+            "changed. Start cairn with the original key (tokens and sealed secrets depend on it)."
+        )
+    blobs = open_blob_store(settings, db)
+    tokens = TokenService(db, keyring, clock)
+    ctx = AppContext(
+        settings=settings,
+        db=db,
+        blobs=blobs,
+        keyring=keyring,
+        clock=clock,
+        tokens=tokens,
+        organizations=OrganizationService(db, clock),
+        workspaces=WorkspaceService(db, clock),
+        states=StateService(db, blobs, keyring, clock, settings),
+    )
+    tokens.ensure_admin()
+    if settings.admin_token:
+        tokens.set_admin_env_token(settings.admin_token)
+    bootstrap = None if settings.admin_token else tokens.bootstrap_admin_token()
+    return Startup(ctx=ctx, created_secret=created, bootstrap_token=bootstrap)
+
+
+def _ready(ctx: AppContext) -> tuple[bool, str]:
+    try:
+        with ctx.db.unit_of_work() as s:
+            s.execute(text("SELECT 1"))
+        if not is_current(ctx.db.engine):
+            return False, "database schema is not at the newest migration"
+    except Exception as exc:
+        return False, f"database unreachable: {type(exc).__name__}"
+    return True, "ready"
+
+
+def create_app(ctx: AppContext) -> Starlette:
+    metrics = Metrics()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ok, why = await asyncio.to_thread(_ready, ctx)
+        return JSONResponse({"status": why}, status_code=200 if ok else 503)
+
+    api_routes = [
+        Route("/ping", discovery.ping, methods=["GET"]),
+        *auth_api.routes(),
+        *org_api.routes(),
+        *ws_api.routes(),
+        *state_api.routes(),
+    ]
+    routes = [
+        Route(
+            "/.well-known/terraform.json",
+            discovery.StaticJson(discovery.discovery_document()),
+            methods=["GET"],
+        ),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/api/terraform/motd", discovery.motd, methods=["GET"]),
+        Mount("/api/v2", routes=api_routes),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        err: ApiError
+        if exc.status_code == 405:
+            err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        elif exc.status_code == 404:
+            err = NotFound(f"there is no API endpoint at {request.url.path}")
+        else:
+            err = ApiError(str(exc.detail))
+            err.status = exc.status_code  # type: ignore[misc]
+        return error_response(err)
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception(
+            "unhandled error", extra={"path": request.url.path.split("/hosted-upload/")[0]}
+        )
+        err = ApiError("cairn failed to handle this request; the error is in the server log")
+        return error_response(err)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_housekeeping(ctx))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, ApiError: api_error, Exception: unexpected},
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    return app
+
+
+async def _housekeeping(ctx: AppContext) -> None:
+    """Finish work a crash interrupted, then tidy up periodically."""
+    while True:
+        try:
+            await asyncio.to_thread(ctx.states.process_pending)
+            await asyncio.to_thread(
+                ctx.states.discard_stale_pending, ctx.settings.upload_url_ttl_seconds + 3600
+            )
+        except Exception:
+            log.exception("housekeeping failed; will retry")
+        await asyncio.sleep(600)

@@ -1,0 +1,65 @@
+"""TFE API handlers for the calling user (``account/details``) and users by id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cairn.auth.model import User
+from cairn.errors import NotFound
+from cairn.tfeapi.http import Call, route
+from cairn.tfeapi.jsonapi import JsonApiResponse
+
+
+def user_doc(user: User, *, me: bool) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "username": user.username,
+        "is-service-account": False,
+        "is-site-admin": user.is_site_admin,
+        "avatar-url": "",
+        "v2-only": True,
+        "two-factor": {"enabled": False, "verified": False},
+        "permissions": {
+            "can-create-organizations": user.is_site_admin,
+            "can-change-email": me,
+            "can-change-username": False,
+            "can-manage-user-tokens": me,
+        },
+    }
+    if me:
+        attrs["email"] = user.email
+        attrs["unconfirmed-email"] = None
+    return {
+        "id": user.id,
+        "type": "users",
+        "attributes": attrs,
+        "links": {"self": f"/api/v2/users/{user.id}"},
+    }
+
+
+def _user(call: Call, user_id: str) -> User:
+    with call.ctx.db.unit_of_work() as s:
+        user = s.scalar(select(User).where(User.id == user_id))
+    if user is None:
+        raise NotFound(f"user {user_id!r} not found")
+    return user
+
+
+async def account_details(call: Call) -> Response:
+    user = await call.run(_user, call, call.principal.user_id)
+    return JsonApiResponse({"data": user_doc(user, me=True)})
+
+
+async def show_user(call: Call) -> Response:
+    user = await call.run(_user, call, call.param("id"))
+    return JsonApiResponse({"data": user_doc(user, me=user.id == call.principal.user_id)})
+
+
+def routes() -> list[Route]:
+    return [
+        route("/account/details", account_details, ["GET"]),
+        route("/users/{id}", show_user, ["GET"]),
+    ]

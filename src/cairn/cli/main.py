@@ -1,0 +1,52 @@
+"""Entry point: ``cairn serve``, ``cairn db upgrade``, ``cairn version``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cairn import __version__
+from cairn.cli.serve import serve
+from cairn.errors import ConfigError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cairn")
+def cli() -> None:
+    """cairn — a self-hosted, Terraform-Cloud-compatible platform."""
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.option("--database-url", envvar="CAIRN_DATABASE_URL", help="Database to migrate.")
+@click.option("--data-dir", envvar="CAIRN_DATA_DIR", type=click.Path(file_okay=False))
+def db_upgrade(database_url: str | None, data_dir: str | None) -> None:
+    """Apply all migrations (cairn serve also does this at start)."""
+    from cairn.config import from_environment
+    from cairn.db.engine import make_engine
+    from cairn.db.migrate import current_revision, upgrade
+
+    settings = from_environment(database_url=database_url, data_dir=data_dir)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    click.echo(f"database is at revision {current_revision(engine)}")
+
+
+cli.add_command(serve)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except ConfigError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

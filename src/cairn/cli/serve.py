@@ -1,0 +1,157 @@
+"""``cairn serve``: start the server (HTTPS with a development CA unless told otherwise)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from cairn.config import Settings, from_environment, redact_url
+from cairn.errors import ConfigError
+
+log = logging.getLogger("cairn")
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    envvar="CAIRN_DATA_DIR",
+    type=click.Path(file_okay=False),
+    help="Where the embedded database, blobs, TLS files and secret key live.",
+)
+@click.option(
+    "--listen", envvar="CAIRN_LISTEN", help="HOST:PORT to listen on [default: 127.0.0.1:8443]."
+)
+@click.option(
+    "--public-url",
+    envvar="CAIRN_PUBLIC_URL",
+    help="The URL clients use [default: https://localhost:PORT].",
+)
+@click.option(
+    "--database-url",
+    envvar="CAIRN_DATABASE_URL",
+    help="sqlite:///PATH or postgresql://… [default: SQLite in the data dir].",
+)
+@click.option(
+    "--tls-cert",
+    envvar="CAIRN_TLS_CERT",
+    type=click.Path(dir_okay=False),
+    help="PEM certificate (chain).",
+)
+@click.option(
+    "--tls-key", envvar="CAIRN_TLS_KEY", type=click.Path(dir_okay=False), help="PEM private key."
+)
+@click.option(
+    "--plain-http",
+    envvar="CAIRN_PLAIN_HTTP",
+    is_flag=True,
+    help="Serve plain HTTP (TLS ends at a proxy).",
+)
+@click.option(
+    "--blob-store",
+    envvar="CAIRN_BLOB_STORE",
+    type=click.Choice(["filesystem", "database"]),
+    help="Where state bytes live [default: filesystem].",
+)
+def serve(
+    data_dir: str | None,
+    listen: str | None,
+    public_url: str | None,
+    database_url: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    plain_http: bool,
+    blob_store: str | None,
+) -> None:
+    """Start cairn."""
+    import uvicorn
+
+    from cairn import logs
+    from cairn.app import build_context, create_app
+    from cairn.tls import ensure_dev_tls
+
+    try:
+        settings = from_environment(
+            data_dir=data_dir,
+            listen=listen,
+            public_url=public_url,
+            database_url=database_url,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            plain_http=plain_http,
+            blob_store=blob_store,
+        )
+        logs.configure(settings.log_level, json_lines=settings.log_json)
+        startup = build_context(settings)
+    except ConfigError as exc:
+        click.secho(f"cairn cannot start: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+    ssl: dict[str, str] = {}
+    bundle: Path | None = None
+    if not settings.plain_http:
+        if settings.tls_cert and settings.tls_key:
+            ssl = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+        else:
+            host = urlsplit(settings.public_url).hostname or "localhost"
+            names = list(dict.fromkeys([host, "localhost", "127.0.0.1", "::1"]))
+            dev = ensure_dev_tls(settings.tls_dir, names)
+            ssl = {"ssl_certfile": str(dev.cert), "ssl_keyfile": str(dev.key)}
+            bundle = dev.bundle
+
+    _banner(settings, bundle, startup.bootstrap_token, startup.created_secret)
+    app = create_app(startup.ctx)
+    config = uvicorn.Config(
+        app,
+        host=settings.listen_host,
+        port=settings.listen_port,
+        log_config=None,
+        proxy_headers=settings.plain_http,
+        server_header=False,
+        timeout_graceful_shutdown=20,
+        **ssl,  # type: ignore[arg-type]
+    )
+    uvicorn.Server(config).run()
+    startup.ctx.db.dispose()
+
+
+def _banner(
+    settings: Settings, bundle: Path | None, token: str | None, created_secret: bool
+) -> None:
+    host = urlsplit(settings.public_url).netloc
+    out = sys.stdout
+    w = out.write
+    w(f"\ncairn is serving {settings.public_url}\n")
+    w(
+        f"  data dir:  {settings.data_dir}\n  database:  {redact_url(settings.database_url)}\n"
+        f"  blobs:     {settings.blob_store}\n"
+    )
+    if created_secret:
+        w(
+            f"  generated a secret key in {settings.data_dir / 'secret.key'} (keep it with the data; "
+            "set CAIRN_SECRET_KEY to manage it yourself)\n"
+        )
+    if bundle is not None:
+        w(
+            "\nTLS uses a development CA made for this data dir. Trust it in your shell with:\n"
+            f"  export SSL_CERT_FILE={bundle}\n"
+        )
+    if token:
+        w(
+            "\nThe built-in admin's API token (shown once; set CAIRN_ADMIN_TOKEN to choose your own):\n"
+            f"  {token}\n"
+        )
+    w(
+        "\nTerraform CLI credentials (~/.terraform.d/credentials.tfrc.json):\n"
+        f'  {{"credentials": {{"{host}": {{"token": "<admin token>"}}}}}}\n'
+    )
+    w(
+        "\nTerraform configuration:\n"
+        '  terraform {\n    backend "remote" {\n'
+        f'      hostname     = "{host}"\n      organization = "<your organization>"\n'
+        '      workspaces { name = "<workspace>" }\n    }\n  }\n\n'
+    )
+    out.flush()

@@ -1,0 +1,174 @@
+"""Settings, read once from ``CAIRN_*`` environment variables and command-line options.
+
+Everything configurable lives here so that a misconfiguration is found at start, never
+halfway through a request. Nothing else in cairn reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from cairn.errors import ConfigError
+
+BlobStoreKind = Literal["filesystem", "database"]
+
+DEFAULT_LISTEN = "127.0.0.1:8443"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of one cairn process."""
+
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8443
+    public_url: str = ""
+    database_url: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    plain_http: bool = False
+    blob_store: BlobStoreKind = "filesystem"
+    secret_key: str | None = field(default=None, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    # Limits. A state file is bounded; JSON:API bodies other than state uploads are small.
+    max_state_bytes: int = 512 * MiB
+    max_json_body_bytes: int = 1 * MiB
+    upload_url_ttl_seconds: int = 3600
+    log_level: str = "info"
+    log_json: bool = True
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.plain_http else "https"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    def with_defaults(self) -> Settings:
+        """Fill in the values that derive from others (public URL, database URL)."""
+        s = self
+        if not s.public_url:
+            host = (
+                "localhost"
+                if s.listen_host in ("127.0.0.1", "0.0.0.0", "::", "::1")
+                else (s.listen_host)
+            )
+            s = replace(s, public_url=f"{s.scheme}://{host}:{s.listen_port}")
+        s = replace(s, public_url=s.public_url.rstrip("/"))
+        if not s.database_url:
+            s = replace(s, database_url=f"sqlite:///{s.data_dir / 'cairn.db'}")
+        return s
+
+    def validate(self) -> None:
+        """Refuse configurations that would misbehave later. Raises ConfigError."""
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"CAIRN_PUBLIC_URL {self.public_url!r} is not an http(s) URL; "
+                "set it to the address clients use, e.g. https://cairn.example.com"
+            )
+        if parts.path not in ("", "/"):
+            raise ConfigError("CAIRN_PUBLIC_URL must not have a path; serve cairn at a host root")
+        if not (self.database_url.startswith("sqlite:///") or self.is_postgres):
+            raise ConfigError(
+                f"CAIRN_DATABASE_URL must be sqlite:///PATH or postgresql://…, "
+                f"not {_redact_url(self.database_url)!r}"
+            )
+        if self.is_postgres and not self.secret_key:
+            raise ConfigError(
+                "CAIRN_SECRET_KEY is required with PostgreSQL: every replica must share it. "
+                "Generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if self.secret_key is not None and len(self.secret_key) < 32:
+            raise ConfigError("CAIRN_SECRET_KEY must be at least 32 characters long")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key must be given together")
+        if self.plain_http and self.tls_cert is not None:
+            raise ConfigError("--plain-http and --tls-cert exclude each other")
+        if self.blob_store not in ("filesystem", "database"):
+            raise ConfigError(
+                f"CAIRN_BLOB_STORE must be 'filesystem' or 'database', not {self.blob_store!r}"
+            )
+        if self.is_postgres and self.blob_store == "filesystem":
+            # Allowed (shared disk), but only one data dir is visible to this process.
+            pass
+        for p in (self.tls_cert, self.tls_key):
+            if p is not None and not p.is_file():
+                raise ConfigError(f"TLS file {p} does not exist")
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("cairn", appauthor=False))
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not (0 < int(port) < 65536):
+        raise ConfigError(f"--listen must be HOST:PORT (e.g. {DEFAULT_LISTEN}), not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _truthy(v: str | None) -> bool:
+    return (v or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env(name: str) -> str | None:
+    v = os.environ.get(name)
+    return v if v not in (None, "") else None
+
+
+def from_environment(**overrides: object) -> Settings:
+    """Build settings from CAIRN_* variables; keyword overrides (CLI options) win when not None."""
+    listen = str(overrides.pop("listen", None) or env("CAIRN_LISTEN") or DEFAULT_LISTEN)
+    host, port = parse_listen(listen)
+    data_dir = overrides.pop("data_dir", None) or env("CAIRN_DATA_DIR") or default_data_dir()
+    values: dict[str, object] = {
+        "data_dir": Path(str(data_dir)).expanduser().resolve(),
+        "listen_host": host,
+        "listen_port": port,
+        "public_url": env("CAIRN_PUBLIC_URL") or "",
+        "database_url": env("CAIRN_DATABASE_URL") or "",
+        "tls_cert": Path(v) if (v := env("CAIRN_TLS_CERT")) else None,
+        "tls_key": Path(v) if (v := env("CAIRN_TLS_KEY")) else None,
+        "plain_http": _truthy(env("CAIRN_PLAIN_HTTP")),
+        "blob_store": env("CAIRN_BLOB_STORE") or "filesystem",
+        "secret_key": env("CAIRN_SECRET_KEY"),
+        "admin_token": env("CAIRN_ADMIN_TOKEN"),
+        "log_level": (env("CAIRN_LOG_LEVEL") or "info").lower(),
+        "log_json": not _truthy(env("CAIRN_LOG_PLAIN")),
+    }
+    if (v := env("CAIRN_MAX_STATE_MB")) is not None:
+        if not v.isdigit() or int(v) < 1:
+            raise ConfigError(f"CAIRN_MAX_STATE_MB must be a positive integer, not {v!r}")
+        values["max_state_bytes"] = int(v) * MiB
+    for key, value in overrides.items():
+        if value is None or value is False:
+            continue
+        if key in ("tls_cert", "tls_key"):
+            value = Path(str(value))
+        values[key] = value
+    settings = Settings(**values).with_defaults()  # type: ignore[arg-type]
+    settings.validate()
+    return settings
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+redact_url = _redact_url

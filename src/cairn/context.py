@@ -1,0 +1,30 @@
+"""The services one cairn process holds, built by ``app.create_app`` and shared by handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cairn.auth.tokens import TokenService
+    from cairn.blobs.store import BlobStore
+    from cairn.clock import Clock
+    from cairn.config import Settings
+    from cairn.crypto import Keyring
+    from cairn.db.engine import Database
+    from cairn.organizations.service import OrganizationService
+    from cairn.state.service import StateService
+    from cairn.workspaces.service import WorkspaceService
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    keyring: Keyring
+    clock: Clock
+    tokens: TokenService
+    organizations: OrganizationService
+    workspaces: WorkspaceService
+    states: StateService

@@ -1,0 +1,83 @@
+"""Engines for SQLite (embedded default) and PostgreSQL (replicas), and the unit of work.
+
+SQLite: WAL, a busy timeout, foreign keys on, and ``BEGIN IMMEDIATE`` for units of work that
+write, so two writers queue on the database lock instead of failing half-way with
+"database is locked" when a read transaction tries to upgrade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_WRITE = "cairn_write"
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Map cairn's documented URL forms onto SQLAlchemy drivers."""
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix) :]
+    return database_url
+
+
+def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+    url = sqlalchemy_url(database_url)
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            write = conn.get_execution_options().get(_WRITE, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+class Database:
+    """The engine and its sessions. ``unit_of_work`` is the only way services touch rows."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def unit_of_work(self, *, write: bool = False) -> Iterator[Session]:
+        """A transaction that rolls back unless the body calls ``session.commit()``."""
+        session = self._sessions()
+        try:
+            if write and self.is_sqlite:
+                session.connection(execution_options={_WRITE: True})
+            yield session
+        finally:
+            # close() ends an uncommitted transaction (rollback) and detaches the objects
+            # without expiring them, so services can return what they loaded.
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,38 @@
+"""Resource identifiers, minted in one place.
+
+TFC style: a type prefix, a dash and 16 alphanumerics (``ws-3fQz…``). pytfe recognises a
+workspace ID only by ``^ws-[A-Za-z0-9]+$``, so the random part never contains ``-`` or ``_``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+
+_ALPHABET = string.ascii_letters + string.digits
+
+PREFIXES = {
+    "organization": "org",
+    "project": "prj",
+    "workspace": "ws",
+    "state_version": "sv",
+    "state_version_output": "wsout",
+    "user": "user",
+    "token": "at",
+    "tag": "tag",
+    "run": "run",
+}
+
+_ID_RE = re.compile(r"^[a-z]+-[A-Za-z0-9]{16}$")
+
+
+def new_id(kind: str) -> str:
+    """A fresh random ID for a resource of ``kind`` (a key of PREFIXES)."""
+    prefix = PREFIXES[kind]
+    return f"{prefix}-" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
+
+
+def looks_like(kind: str, value: str) -> bool:
+    """True when ``value`` has the shape of an ID of ``kind`` (no database lookup)."""
+    return bool(_ID_RE.match(value)) and value.startswith(PREFIXES[kind] + "-")

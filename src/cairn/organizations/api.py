@@ -1,0 +1,143 @@
+"""TFE API handlers for organizations, entitlement sets and projects."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cairn.organizations import wire
+from cairn.organizations.model import Project
+from cairn.organizations.service import OrgUpdate, check_execution_mode
+from cairn.tfeapi.http import Call, no_content, route
+from cairn.tfeapi.jsonapi import JsonApiResponse, page_from, pagination_meta, query
+
+
+def _default_project_id(call: Call, org_id: str) -> str | None:
+    with call.ctx.db.unit_of_work() as s:
+        return s.scalar(
+            select(Project.id).where(Project.organization_id == org_id, Project.is_default)
+        )
+
+
+async def create_organization(call: Call) -> Response:
+    doc = await call.document("organizations")
+    name = doc.string("name", required=True, max_len=100) or ""
+    email = doc.string("email", max_len=255) or ""
+    mode = doc.string("default-execution-mode")
+    if mode is not None:
+        check_execution_mode(mode, "/data/attributes/default-execution-mode")
+    org = await call.run(call.ctx.organizations.create, call.principal, name, email, mode)
+    prj = await call.run(_default_project_id, call, org.id)
+    return JsonApiResponse({"data": wire.organization(org, call.principal, prj)}, status_code=201)
+
+
+async def list_organizations(call: Call) -> Response:
+    page = page_from(call.request)
+    orgs, total = await call.run(
+        call.ctx.organizations.list, call.principal, page, query(call.request, "q")
+    )
+    data = [wire.organization(o, call.principal) for o in orgs]
+    return JsonApiResponse({"data": data, "meta": pagination_meta(page, total)})
+
+
+async def show_organization(call: Call) -> Response:
+    org = await call.run(call.ctx.organizations.get, call.principal, call.param("org"))
+    prj = await call.run(_default_project_id, call, org.id)
+    return JsonApiResponse({"data": wire.organization(org, call.principal, prj)})
+
+
+async def update_organization(call: Call) -> Response:
+    doc = await call.document("organizations")
+    mode = doc.string("default-execution-mode")
+    if mode is not None:
+        check_execution_mode(mode, "/data/attributes/default-execution-mode")
+    change = OrgUpdate(
+        name=doc.string("name", max_len=100),
+        email=doc.string("email", max_len=255),
+        default_execution_mode=mode,
+    )
+    org = await call.run(call.ctx.organizations.update, call.principal, call.param("org"), change)
+    prj = await call.run(_default_project_id, call, org.id)
+    return JsonApiResponse({"data": wire.organization(org, call.principal, prj)})
+
+
+async def delete_organization(call: Call) -> Response:
+    await call.run(call.ctx.organizations.delete, call.principal, call.param("org"))
+    return no_content()
+
+
+async def entitlement_set(call: Call) -> Response:
+    org = await call.run(call.ctx.organizations.get, call.principal, call.param("org"))
+    return JsonApiResponse({"data": wire.entitlement_set(org)})
+
+
+async def list_projects(call: Call) -> Response:
+    page = page_from(call.request)
+    names_param = query(call.request, "filter[names]")
+    names = [n for n in names_param.split(",") if n] if names_param else None
+    org, rows, total = await call.run(
+        call.ctx.organizations.list_projects,
+        call.principal,
+        call.param("org"),
+        page,
+        names,
+        query(call.request, "q"),
+    )
+    return JsonApiResponse(
+        {
+            "data": [wire.project(org, p, call.principal) for p in rows],
+            "meta": pagination_meta(page, total),
+        }
+    )
+
+
+async def create_project(call: Call) -> Response:
+    doc = await call.document("projects")
+    name = doc.string("name", required=True, max_len=40) or ""
+    org, prj = await call.run(
+        call.ctx.organizations.create_project,
+        call.principal,
+        call.param("org"),
+        name,
+        doc.string("description") or "",
+    )
+    return JsonApiResponse({"data": wire.project(org, prj, call.principal)}, status_code=201)
+
+
+async def show_project(call: Call) -> Response:
+    org, prj = await call.run(call.ctx.organizations.get_project, call.principal, call.param("id"))
+    return JsonApiResponse({"data": wire.project(org, prj, call.principal)})
+
+
+async def update_project(call: Call) -> Response:
+    doc = await call.document("projects")
+    org, prj = await call.run(
+        call.ctx.organizations.update_project,
+        call.principal,
+        call.param("id"),
+        doc.string("name", max_len=40),
+        doc.string("description"),
+    )
+    return JsonApiResponse({"data": wire.project(org, prj, call.principal)})
+
+
+async def delete_project(call: Call) -> Response:
+    await call.run(call.ctx.organizations.delete_project, call.principal, call.param("id"))
+    return no_content()
+
+
+def routes() -> list[Route]:
+    return [
+        route("/organizations", list_organizations, ["GET"]),
+        route("/organizations", create_organization, ["POST"]),
+        route("/organizations/{org}", show_organization, ["GET"]),
+        route("/organizations/{org}", update_organization, ["PATCH"]),
+        route("/organizations/{org}", delete_organization, ["DELETE"]),
+        route("/organizations/{org}/entitlement-set", entitlement_set, ["GET"]),
+        route("/organizations/{org}/projects", list_projects, ["GET"]),
+        route("/organizations/{org}/projects", create_project, ["POST"]),
+        route("/projects/{id}", show_project, ["GET"]),
+        route("/projects/{id}", update_project, ["PATCH"]),
+        route("/projects/{id}", delete_project, ["DELETE"]),
+    ]

@@ -1,0 +1,131 @@
+"""Organization, project and entitlement-set documents, shaped as HCP Terraform shapes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cairn.auth.principal import ORG_MANAGE, Principal
+from cairn.clock import iso8601
+from cairn.organizations.model import Organization, Project
+
+
+def organization(
+    org: Organization, principal: Principal, default_project_id: str | None = None
+) -> dict[str, Any]:
+    manage = principal.can(ORG_MANAGE, org.id)
+    doc: dict[str, Any] = {
+        "id": org.name,
+        "type": "organizations",
+        "attributes": {
+            "name": org.name,
+            "email": org.email,
+            "external-id": org.id,
+            "created-at": iso8601(org.created_at),
+            "default-execution-mode": org.default_execution_mode,
+            "collaborator-auth-policy": "password",
+            "cost-estimation-enabled": False,
+            "assessments-enforced": False,
+            "allow-force-delete-workspaces": False,
+            "two-factor-conformant": False,
+            "saml-enabled": False,
+            "session-remember": None,
+            "session-timeout": None,
+            "owners-team-saml-role-id": None,
+            "permissions": {
+                "can-update": manage,
+                "can-destroy": manage,
+                "can-access-via-teams": True,
+                "can-create-module": False,
+                "can-create-team": manage,
+                "can-create-workspace": manage,
+                "can-manage-users": manage,
+                "can-manage-subscription": False,
+                "can-manage-sso": False,
+                "can-update-oauth": manage,
+                "can-update-sentinel": False,
+                "can-update-ssh-keys": manage,
+                "can-update-api-token": manage,
+                "can-traverse": True,
+                "can-start-trial": False,
+                "can-update-agent-pools": False,
+                "can-manage-tags": manage,
+                "can-manage-varsets": manage,
+                "can-read-varsets": True,
+                "can-manage-public-providers": False,
+                "can-create-provider": False,
+                "can-manage-public-modules": False,
+                "can-manage-custom-providers": False,
+                "can-manage-run-tasks": False,
+                "can-read-run-tasks": False,
+                "can-create-project": manage,
+            },
+        },
+        "relationships": {},
+        "links": {"self": f"/api/v2/organizations/{org.name}"},
+    }
+    if default_project_id:
+        doc["relationships"]["default-project"] = {
+            "data": {"id": default_project_id, "type": "projects"}
+        }
+    return doc
+
+
+def entitlement_set(org: Organization) -> dict[str, Any]:
+    # operations: false until cairn executes runs itself; the CLI then runs plan/apply locally
+    # for every workspace (reference §3.1), whatever the workspace's execution mode says.
+    return {
+        "id": org.id,
+        "type": "entitlement-sets",
+        "attributes": {
+            "operations": False,
+            "state-storage": True,
+            "private-module-registry": False,
+            "sentinel": False,
+            "teams": False,
+            "vcs-integrations": False,
+            "cost-estimation": False,
+            "sso": False,
+            "agents": False,
+            "audit-logging": False,
+            "global-run-tasks": False,
+            "module-tests-generation": False,
+            "private-run-tasks": False,
+            "run-tasks": False,
+            "self-serve-billing": False,
+            "configuration-designer": False,
+            "usage-reporting": False,
+            "user-limit": None,
+        },
+        "links": {"self": f"/api/v2/entitlement-sets/{org.id}"},
+    }
+
+
+def project(org: Organization, prj: Project, principal: Principal) -> dict[str, Any]:
+    manage = principal.can(ORG_MANAGE, org.id)
+    return {
+        "id": prj.id,
+        "type": "projects",
+        "attributes": {
+            "name": prj.name,
+            "description": prj.description,
+            "created-at": iso8601(prj.created_at),
+            "is-default": prj.is_default,
+            "workspace-count": None,
+            "permissions": {
+                "can-read": True,
+                "can-update": manage,
+                "can-destroy": manage and not prj.is_default,
+                "can-create-workspace": manage,
+                "can-move-workspace": manage,
+                "can-move-stack": False,
+                "can-deploy-no-code-modules": False,
+                "can-read-teams": manage,
+                "can-manage-tags": manage,
+                "can-manage-teams": manage,
+                "can-manage-in-hcp": False,
+                "can-manage-varsets": manage,
+            },
+        },
+        "relationships": {"organization": {"data": {"id": org.name, "type": "organizations"}}},
+        "links": {"self": f"/api/v2/projects/{prj.id}"},
+    }

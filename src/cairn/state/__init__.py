@@ -1,0 +1,1 @@
+"""State versions: history, checksums, outputs, hosted uploads, rollback."""

@@ -1,0 +1,227 @@
+"""Reading and writing JSON:API documents the way go-tfe and pytfe expect them.
+
+Reading is strict about shape (``data`` object, ``type``, attribute JSON types) and points at
+the offending member; writing produces the exact media type and the pagination ``meta`` that
+go-tfe follows (reference §0.2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cairn.errors import ApiError, BadRequest, Invalid
+
+MEDIA_TYPE = "application/vnd.api+json"
+
+
+class JsonApiResponse(Response):
+    media_type = MEDIA_TYPE
+
+    def render(self, content: Any) -> bytes:
+        if content is None:
+            return b""
+        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def error_response(err: ApiError) -> JsonApiResponse:
+    return JsonApiResponse(
+        {"errors": [err.to_jsonapi()]}, status_code=err.status, headers=err.headers
+    )
+
+
+@dataclass
+class Document:
+    """The parts of a request's primary data that handlers use."""
+
+    type: str
+    id: str | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    relationships: dict[str, Any] = field(default_factory=dict)
+
+    # ---- typed attribute access; every failure points at the member -------------------------
+    def _get(self, name: str) -> Any:
+        return self.attributes.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.attributes and self.attributes[name] is not None
+
+    def string(self, name: str, *, required: bool = False, max_len: int = 1000) -> str | None:
+        value = self._get(name)
+        pointer = f"/data/attributes/{name}"
+        if value is None:
+            if required:
+                raise Invalid(f"attribute '{name}' is required", pointer=pointer)
+            return None
+        if not isinstance(value, str):
+            raise Invalid(f"attribute '{name}' must be a string", pointer=pointer)
+        if len(value) > max_len:
+            raise Invalid(
+                f"attribute '{name}' is longer than {max_len} characters", pointer=pointer
+            )
+        return value
+
+    def boolean(self, name: str) -> bool | None:
+        value = self._get(name)
+        if value is None:
+            return None
+        if not isinstance(value, bool):
+            raise Invalid(
+                f"attribute '{name}' must be true or false", pointer=f"/data/attributes/{name}"
+            )
+        return value
+
+    def integer(
+        self, name: str, *, required: bool = False, minimum: int | None = None
+    ) -> int | None:
+        value = self._get(name)
+        pointer = f"/data/attributes/{name}"
+        if value is None:
+            if required:
+                raise Invalid(f"attribute '{name}' is required", pointer=pointer)
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"attribute '{name}' must be an integer", pointer=pointer)
+        if minimum is not None and value < minimum:
+            raise Invalid(f"attribute '{name}' must be at least {minimum}", pointer=pointer)
+        return value
+
+    def string_list(self, name: str, *, max_items: int = 100) -> list[str] | None:
+        value = self._get(name)
+        pointer = f"/data/attributes/{name}"
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Invalid(f"attribute '{name}' must be a list of strings", pointer=pointer)
+        if len(value) > max_items:
+            raise Invalid(f"attribute '{name}' has more than {max_items} items", pointer=pointer)
+        return value
+
+    def relationship_id(self, name: str, expected_type: str) -> str | None:
+        """The ``id`` of a to-one relationship, checking its type."""
+        rel = self.relationships.get(name)
+        pointer = f"/data/relationships/{name}"
+        if rel is None:
+            return None
+        if not isinstance(rel, dict) or "data" not in rel:
+            raise Invalid(f"relationship '{name}' must be an object with 'data'", pointer=pointer)
+        data = rel["data"]
+        if data is None:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            raise Invalid(f"relationship '{name}' must name one resource by id", pointer=pointer)
+        if data.get("type") != expected_type:
+            raise Invalid(
+                f"relationship '{name}' must be of type '{expected_type}'", pointer=pointer
+            )
+        return str(data["id"])
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw.strip():
+        raise BadRequest("the request body is empty; send a JSON:API document")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def parse_document(
+    raw: bytes, expected_type: str | None, *, allow_blank_type: bool = False
+) -> Document:
+    """Parse ``{"data": {...}}``. ``expected_type`` None accepts any type."""
+    body = parse_json(raw)
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise BadRequest(
+            "the request body must be a JSON:API document with a 'data' object", pointer="/data"
+        )
+    data = body["data"]
+    typ = data.get("type")
+    if not isinstance(typ, str):
+        raise Invalid("'data.type' must be a string", pointer="/data/type")
+    if expected_type is not None and typ != expected_type and not (allow_blank_type and typ == ""):
+        raise Invalid(f"'data.type' must be '{expected_type}', not '{typ}'", pointer="/data/type")
+    attrs = data.get("attributes") or {}
+    rels = data.get("relationships") or {}
+    if not isinstance(attrs, dict):
+        raise Invalid("'data.attributes' must be an object", pointer="/data/attributes")
+    if not isinstance(rels, dict):
+        raise Invalid("'data.relationships' must be an object", pointer="/data/relationships")
+    ident = data.get("id")
+    if ident is not None and not isinstance(ident, str):
+        raise Invalid("'data.id' must be a string", pointer="/data/id")
+    return Document(type=typ, id=ident, attributes=attrs, relationships=rels)
+
+
+def parse_resource_list(
+    raw: bytes, expected_type: str, *, max_items: int = 100
+) -> list[dict[str, Any]]:
+    """Parse ``{"data": [{type, id?, attributes?}, ...]}`` (relationship endpoints)."""
+    body = parse_json(raw)
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise BadRequest(
+            "the request body must be a JSON:API document with a 'data' array", pointer="/data"
+        )
+    items = body["data"]
+    if len(items) > max_items:
+        raise Invalid(f"at most {max_items} items may be sent at once", pointer="/data")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("type") != expected_type:
+            raise Invalid(f"every item must be of type '{expected_type}'", pointer=f"/data/{i}")
+    return items
+
+
+# ---- pagination (reference §0.2.4) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    number: int
+    size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.number - 1) * self.size
+
+
+def page_from(request: Request, *, default_size: int = 20, max_size: int = 100) -> Page:
+    number = _positive_int(request, "page[number]", 1)
+    size = _positive_int(request, "page[size]", default_size)
+    return Page(number=number, size=min(size, max_size))
+
+
+def _positive_int(request: Request, name: str, default: int) -> int:
+    values = request.query_params.getlist(name)
+    if not values or values[-1] == "":
+        return default
+    value = values[-1]
+    if not value.isdigit() or int(value) < 1:
+        raise BadRequest(f"query parameter '{name}' must be a positive integer", parameter=name)
+    return min(int(value), 1_000_000)
+
+
+def pagination_meta(page: Page, total: int) -> dict[str, Any]:
+    total_pages = max(1, math.ceil(total / page.size)) if page.size else 1
+    return {
+        "pagination": {
+            "current-page": page.number,
+            "page-size": page.size,
+            "prev-page": page.number - 1 if page.number > 1 else None,
+            "next-page": page.number + 1 if page.number < total_pages else None,
+            "total-pages": total_pages,
+            "total-count": total,
+        }
+    }
+
+
+def query(request: Request, name: str) -> str | None:
+    """The last value of a query parameter ('' counts as absent; pytfe repeats parameters)."""
+    values = request.query_params.getlist(name)
+    if not values or values[-1] == "":
+        return None
+    return values[-1]

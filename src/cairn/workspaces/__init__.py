@@ -1,0 +1,1 @@
+"""Workspaces: names, tags, settings and the state lock."""

@@ -1,0 +1,129 @@
+"""Workspace and tag documents. Every attribute the CLI reads is always present (reference §8):
+``permissions`` (all booleans), ``actions``, ``vcs-repo: null``, both ``operations`` and
+``execution-mode``, timestamps ending in ``Z``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cairn.auth.principal import (
+    ORG_MANAGE,
+    RUN_APPLY,
+    RUN_PLAN,
+    WORKSPACE_LOCK,
+    WORKSPACE_MANAGE,
+    WORKSPACE_READ,
+    WORKSPACE_WRITE,
+)
+from cairn.clock import iso8601
+from cairn.workspaces.model import Tag
+from cairn.workspaces.service import WorkspaceView
+
+
+def workspace(v: WorkspaceView) -> dict[str, Any]:
+    ws, org, p = v.ws, v.org, v.permissions
+    manage = WORKSPACE_MANAGE in p
+    rels: dict[str, Any] = {
+        "organization": {"data": {"id": org.name, "type": "organizations"}},
+        "project": {"data": {"id": ws.project_id, "type": "projects"}},
+        "current-run": {"data": None},
+        "latest-run": {"data": None},
+        "current-configuration-version": {"data": None},
+        "current-state-version": {
+            "data": {"id": ws.current_state_version_id, "type": "state-versions"}
+            if ws.current_state_version_id
+            else None,
+            **(
+                {"links": {"related": f"/api/v2/workspaces/{ws.id}/current-state-version"}}
+                if ws.current_state_version_id
+                else {}
+            ),
+        },
+        "outputs": {"data": []},
+        "readme": {"data": None},
+        "remote-state-consumers": {
+            "links": {"related": f"/api/v2/workspaces/{ws.id}/relationships/remote-state-consumers"}
+        },
+        "locked-by": {
+            "data": {"id": ws.locked_by_id, "type": ws.locked_by_kind} if ws.locked_by_id else None
+        },
+    }
+    return {
+        "id": ws.id,
+        "type": "workspaces",
+        "attributes": {
+            "name": ws.name,
+            "description": ws.description or None,
+            "environment": "default",
+            "execution-mode": ws.execution_mode,
+            "operations": ws.execution_mode != "local",
+            "locked": ws.locked,
+            "locked-reason": ws.lock_reason if ws.locked else "",
+            "terraform-version": ws.terraform_version,
+            "auto-apply": ws.auto_apply,
+            "auto-apply-run-trigger": False,
+            "auto-destroy-at": None,
+            "allow-destroy-plan": ws.allow_destroy_plan,
+            "assessments-enabled": False,
+            "file-triggers-enabled": False,
+            "global-remote-state": ws.global_remote_state,
+            "queue-all-runs": ws.queue_all_runs,
+            "speculative-enabled": ws.speculative_enabled,
+            "structured-run-output-enabled": False,
+            "source": ws.source,
+            "source-name": None,
+            "source-url": None,
+            "vcs-repo": None,
+            "vcs-repo-identifier": None,
+            "working-directory": ws.working_directory,
+            "trigger-prefixes": [],
+            "trigger-patterns": [],
+            "tag-names": v.tags,
+            "resource-count": ws.resource_count,
+            "apply-duration-average": None,
+            "plan-duration-average": None,
+            "policy-check-failures": None,
+            "run-failures": None,
+            "workspace-kpis-runs-count": None,
+            "latest-change-at": iso8601(ws.updated_at),
+            "created-at": iso8601(ws.created_at),
+            "updated-at": iso8601(ws.updated_at),
+            "setting-overwrites": {"execution-mode": True, "agent-pool": False},
+            "actions": {"is-destroyable": manage},
+            "permissions": {
+                "can-update": manage,
+                "can-destroy": manage,
+                "can-queue-run": RUN_PLAN in p,
+                "can-queue-apply": RUN_APPLY in p,
+                "can-queue-destroy": RUN_APPLY in p,
+                "can-read-variable": WORKSPACE_READ in p,
+                "can-update-variable": WORKSPACE_WRITE in p,
+                "can-lock": WORKSPACE_LOCK in p,
+                "can-unlock": WORKSPACE_LOCK in p,
+                "can-force-unlock": manage,
+                "can-read-settings": WORKSPACE_READ in p,
+                "can-read-state-versions": WORKSPACE_READ in p,
+                "can-create-state-versions": WORKSPACE_WRITE in p,
+                "can-read-run-state-outputs": WORKSPACE_READ in p,
+                "can-manage-tags": WORKSPACE_WRITE in p,
+                "can-manage-run-tasks": False,
+                "can-force-delete": manage and ORG_MANAGE in p,
+                "can-manage-assessments": False,
+                "can-read-assessment-results": False,
+                "can-queue-destroy-plan": RUN_APPLY in p,
+                "can-change-terraform-version": manage,
+            },
+        },
+        "relationships": rels,
+        "links": {
+            "self": f"/api/v2/organizations/{org.name}/workspaces/{ws.name}",
+            "self-html": f"/app/{org.name}/workspaces/{ws.name}",
+        },
+    }
+
+
+def tag(t: Tag, instance_count: int | None = None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"name": t.name, "created-at": iso8601(t.created_at)}
+    if instance_count is not None:
+        attrs["instance-count"] = instance_count
+    return {"id": t.id, "type": "tags", "attributes": attrs}
