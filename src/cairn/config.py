@@ -62,7 +62,7 @@ class Settings:
         if not s.public_url:
             host = (
                 "localhost"
-                if s.listen_host in ("127.0.0.1", "0.0.0.0", "::", "::1")
+                if s.listen_host in ("127.0.0.1", "0.0.0.0", "::", "::1")  # noqa: S104
                 else (s.listen_host)
             )
             s = replace(s, public_url=f"{s.scheme}://{host}:{s.listen_port}")

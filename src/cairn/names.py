@@ -18,7 +18,8 @@ _PROJECT = re.compile(r"^[A-Za-z0-9 _-]+$")
 def _explain(kind: str, value: str, allowed: str) -> str:
     bad = sorted({c for c in value if not (c.isalnum() and c.isascii()) and c not in allowed})
     shown = " ".join(repr(c) for c in bad[:5])
-    return f"{kind} name {value!r} contains {shown}; use only letters, numbers, {allowed_words(allowed)}"
+    words = allowed_words(allowed)
+    return f"{kind} name {value!r} contains {shown}; use only letters, numbers, {words}"
 
 
 def allowed_words(allowed: str) -> str:

@@ -48,7 +48,7 @@ def system_ca_pem() -> bytes:
         if candidate and Path(candidate).is_file():
             return Path(candidate).read_bytes()
     try:
-        import certifi  # type: ignore[import-not-found]
+        import certifi
 
         return Path(certifi.where()).read_bytes()
     except ImportError:

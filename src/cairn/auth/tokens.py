@@ -25,7 +25,7 @@ from cairn.errors import Unauthorized
 
 log = logging.getLogger("cairn.auth")
 
-TOKEN_PREFIX = "cairn_"
+TOKEN_PREFIX = "cairn_"  # noqa: S105 - a public prefix for secret scanners, not a secret
 _ALPHABET = string.ascii_letters + string.digits
 ADMIN_USERNAME = "admin"
 # last-used-at is written at most this often per token, so reads do not become writes.

@@ -131,8 +131,8 @@ def _banner(
     )
     if created_secret:
         w(
-            f"  generated a secret key in {settings.data_dir / 'secret.key'} (keep it with the data; "
-            "set CAIRN_SECRET_KEY to manage it yourself)\n"
+            f"  generated a secret key in {settings.data_dir / 'secret.key'}\n"
+            "  (keep it with the data; set CAIRN_SECRET_KEY to manage it yourself)\n"
         )
     if bundle is not None:
         w(
@@ -141,7 +141,7 @@ def _banner(
         )
     if token:
         w(
-            "\nThe built-in admin's API token (shown once; set CAIRN_ADMIN_TOKEN to choose your own):\n"
+            "\nThe built-in admin's API token (shown once; CAIRN_ADMIN_TOKEN sets your own):\n"
             f"  {token}\n"
         )
     w(

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 _WRITE = "cairn_write"
@@ -81,3 +81,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def affected(result: Result[Any]) -> int:
+    """Rows matched by an UPDATE or DELETE: how a conditional write learns whether it won."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)

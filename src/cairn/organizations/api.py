@@ -35,7 +35,7 @@ async def create_organization(call: Call) -> Response:
 async def list_organizations(call: Call) -> Response:
     page = page_from(call.request)
     orgs, total = await call.run(
-        call.ctx.organizations.list, call.principal, page, query(call.request, "q")
+        call.ctx.organizations.list_organizations, call.principal, page, query(call.request, "q")
     )
     data = [wire.organization(o, call.principal) for o in orgs]
     return JsonApiResponse({"data": data, "meta": pagination_meta(page, total)})

@@ -88,7 +88,7 @@ class OrganizationService:
             s.commit()
             return org
 
-    def list(
+    def list_organizations(
         self, principal: Principal, page: Page, query: str | None
     ) -> tuple[list[Organization], int]:
         with self._db.unit_of_work() as s:
@@ -246,7 +246,8 @@ class OrganizationService:
             )
             if used:
                 raise Conflict(
-                    f"project {prj.name!r} still holds {used} workspace(s); move or delete them first"
+                    f"project {prj.name!r} still holds {used} workspace(s); "
+                    "move or delete them first"
                 )
             s.delete(prj)
             s.commit()

@@ -58,7 +58,7 @@ async def list_state_versions(call: Call) -> Response:
                 parameter="filter[workspace][name]",
             )
         ws_id = await call.run(call.ctx.workspaces.resolve, call.principal, org, ws)
-    views, total = await call.run(call.ctx.states.list, call.principal, ws_id, page)
+    views, total = await call.run(call.ctx.states.history, call.principal, ws_id, page)
     base = call.ctx.settings.public_url
     return JsonApiResponse(
         {

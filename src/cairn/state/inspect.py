@@ -63,7 +63,7 @@ def as_file(source: bytes | Iterable[bytes] | IO[bytes]) -> Any:
         return io.BytesIO(source)
     if hasattr(source, "read"):
         return source
-    return _ChunkReader(source)  # type: ignore[arg-type]
+    return _ChunkReader(source)
 
 
 def read_header(source: bytes | Iterable[bytes] | IO[bytes]) -> StateHeader:

@@ -30,7 +30,7 @@ from cairn.blobs.store import BlobRef, BlobStore, BlobWriter
 from cairn.clock import Clock
 from cairn.config import Settings
 from cairn.crypto import Keyring
-from cairn.db.engine import Database
+from cairn.db.engine import Database, affected
 from cairn.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from cairn.organizations.model import Organization
 from cairn.state import inspect
@@ -121,7 +121,9 @@ class StateService:
             assert sv is not None
             return VersionView(sv, org, ws, self._outputs(s, [sv.id])[sv.id])
 
-    def list(self, principal: Principal, ws_id: str, page: Page) -> tuple[list[VersionView], int]:
+    def history(
+        self, principal: Principal, ws_id: str, page: Page
+    ) -> tuple[list[VersionView], int]:
         with self._db.unit_of_work() as s:
             org, ws = WorkspaceService.find(s, principal, ws_id)
             base = select(StateVersion).where(
@@ -312,29 +314,33 @@ class StateService:
         if json_ref is not None:
             values.update(json_sha256=json_ref.sha256, json_size=json_ref.size)
         if (
-            s.execute(
-                update(StateVersion)
-                .where(*cond)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            affected(
+                s.execute(
+                    update(StateVersion)
+                    .where(*cond)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+            )
             != 1
-        ):  # type: ignore[attr-defined]
+        ):
             raise Conflict("this upload URL has already been used; create a new state version")
         prev = ws.current_state_version_id
-        moved = s.execute(
-            update(Workspace)
-            .where(
-                Workspace.id == ws.id,
-                Workspace.locked_by_kind == "users",
-                Workspace.locked_by_id == holder,
-                Workspace.current_state_version_id.is_(None)
-                if prev is None
-                else Workspace.current_state_version_id == prev,
+        moved = affected(
+            s.execute(
+                update(Workspace)
+                .where(
+                    Workspace.id == ws.id,
+                    Workspace.locked_by_kind == "users",
+                    Workspace.locked_by_id == holder,
+                    Workspace.current_state_version_id.is_(None)
+                    if prev is None
+                    else Workspace.current_state_version_id == prev,
+                )
+                .values(current_state_version_id=sv.id, updated_at=now)
+                .execution_options(synchronize_session=False)
             )
-            .values(current_state_version_id=sv.id, updated_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
+        )
         if moved != 1:
             raise Conflict(
                 f"workspace {org.name}/{ws.name} changed while the state was uploaded "
@@ -403,12 +409,14 @@ class StateService:
         ref = upload.writer.commit()
         if kind == "json":
             with self._db.unit_of_work(write=True) as s:
-                n = s.execute(
-                    update(StateVersion)
-                    .where(StateVersion.id == sv_id, StateVersion.json_upload_nonce == nonce)
-                    .values(json_sha256=ref.sha256, json_size=ref.size, json_upload_nonce=None)
-                    .execution_options(synchronize_session=False)
-                ).rowcount  # type: ignore[attr-defined]
+                n = affected(
+                    s.execute(
+                        update(StateVersion)
+                        .where(StateVersion.id == sv_id, StateVersion.json_upload_nonce == nonce)
+                        .values(json_sha256=ref.sha256, json_size=ref.size, json_upload_nonce=None)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
                 if n != 1:
                     raise Conflict("this upload URL has already been used")
                 s.commit()
@@ -421,8 +429,11 @@ class StateService:
         header = inspect.read_header(self._blobs.iter_chunks(ref.sha256))
         _check_header(header, NewVersion(sv.serial, sv.md5, sv.lineage, sv.force, None))
         with self._db.unit_of_work(write=True) as s:
-            sv = s.get(StateVersion, sv_id)
-            assert sv is not None and sv.created_by_id is not None
+            fresh = s.get(StateVersion, sv_id)
+            if fresh is None:
+                raise NotFound("the state version was deleted during its upload")
+            sv = fresh
+            assert sv.created_by_id is not None
             ws = s.get(Workspace, sv.workspace_id)
             if ws is None:
                 raise NotFound("the workspace of this state version was deleted")

@@ -173,7 +173,7 @@ def parse_resource_list(
     for i, item in enumerate(items):
         if not isinstance(item, dict) or item.get("type") != expected_type:
             raise Invalid(f"every item must be of type '{expected_type}'", pointer=f"/data/{i}")
-    return items
+    return list(items)
 
 
 # ---- pagination (reference §0.2.4) -----------------------------------------------------------

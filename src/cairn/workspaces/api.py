@@ -21,6 +21,10 @@ from cairn.workspaces import wire
 from cairn.workspaces.service import _SORTS, ListFilter, WorkspaceSettings
 
 
+def _split(value: str | None) -> list[str]:
+    return [t.strip() for t in (value or "").split(",") if t.strip()]
+
+
 def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
     mode = doc.string("execution-mode")
     if mode is not None:
@@ -84,17 +88,16 @@ async def list_workspaces(call: Call) -> Response:
     sort = query(r, "sort") or "name"
     if sort not in _SORTS:
         raise BadRequest(f"sort must be one of {', '.join(_SORTS)}", parameter="sort")
-    split = lambda v: [t.strip() for t in (v or "").split(",") if t.strip()]  # noqa: E731
     flt = ListFilter(
         name=query(r, "search[name]"),
         wildcard=query(r, "search[wildcard-name]"),
-        tags=split(query(r, "search[tags]")),
-        exclude_tags=split(query(r, "search[exclude-tags]")),
+        tags=_split(query(r, "search[tags]")),
+        exclude_tags=_split(query(r, "search[exclude-tags]")),
         project_id=query(r, "filter[project][id]"),
         sort=sort,
     )
     views, total = await call.run(
-        call.ctx.workspaces.list, call.principal, call.param("org"), flt, page
+        call.ctx.workspaces.search, call.principal, call.param("org"), flt, page
     )
     return JsonApiResponse(
         {"data": [wire.workspace(v) for v in views], "meta": pagination_meta(page, total)}

@@ -21,7 +21,7 @@ from cairn.auth.principal import (
     Principal,
 )
 from cairn.clock import Clock
-from cairn.db.engine import Database
+from cairn.db.engine import Database, affected
 from cairn.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from cairn.names import check_slug, check_tag
 from cairn.organizations.model import Organization, Project
@@ -173,7 +173,7 @@ class WorkspaceService:
                 return self.find(s, principal, name_or_id)[1].id
             return self.find_by_name(s, principal, org_name, name_or_id)[1].id
 
-    def list(
+    def search(
         self, principal: Principal, org_name: str, flt: ListFilter, page: Page
     ) -> tuple[list[WorkspaceView], int]:
         with self._db.unit_of_work() as s:
@@ -328,14 +328,16 @@ class WorkspaceService:
                     "instance(s); destroy them first, or delete the workspace without safe-delete"
                 )
             # Conditional on the lock state read above, so a lock taken meanwhile wins.
-            gone = s.execute(
-                delete(Workspace).where(
-                    Workspace.id == ws.id,
-                    Workspace.locked_by_id.is_(None)
-                    if ws.locked_by_id is None
-                    else Workspace.locked_by_id == ws.locked_by_id,
+            gone = affected(
+                s.execute(
+                    delete(Workspace).where(
+                        Workspace.id == ws.id,
+                        Workspace.locked_by_id.is_(None)
+                        if ws.locked_by_id is None
+                        else Workspace.locked_by_id == ws.locked_by_id,
+                    )
                 )
-            ).rowcount  # type: ignore[attr-defined]
+            )
             if gone != 1:
                 raise Conflict(f"workspace {org.name}/{ws.name} was locked meanwhile; try again")
             s.commit()
@@ -348,17 +350,19 @@ class WorkspaceService:
             org, ws = self.find(s, principal, ws_id)
             if not principal.can(WORKSPACE_LOCK, org.id, ws.name):
                 raise Forbidden(f"you may not lock workspace {org.name}/{ws.name}")
-            won = s.execute(
-                update(Workspace)
-                .where(Workspace.id == ws.id, Workspace.locked_by_id.is_(None))
-                .values(
-                    locked_by_kind="users",
-                    locked_by_id=principal.user_id,
-                    lock_reason=reason[:500],
-                    locked_at=now,
+            won = affected(
+                s.execute(
+                    update(Workspace)
+                    .where(Workspace.id == ws.id, Workspace.locked_by_id.is_(None))
+                    .values(
+                        locked_by_kind="users",
+                        locked_by_id=principal.user_id,
+                        lock_reason=reason[:500],
+                        locked_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
+            )
             if won != 1:
                 s.rollback()
                 raise Conflict(self._held_message(s, org, ws.id, "is already locked"))
@@ -371,16 +375,18 @@ class WorkspaceService:
             org, ws = self.find(s, principal, ws_id)
             if not principal.can(WORKSPACE_LOCK, org.id, ws.name):
                 raise Forbidden(f"you may not unlock workspace {org.name}/{ws.name}")
-            done = s.execute(
-                update(Workspace)
-                .where(
-                    Workspace.id == ws.id,
-                    Workspace.locked_by_kind == "users",
-                    Workspace.locked_by_id == principal.user_id,
+            done = affected(
+                s.execute(
+                    update(Workspace)
+                    .where(
+                        Workspace.id == ws.id,
+                        Workspace.locked_by_kind == "users",
+                        Workspace.locked_by_id == principal.user_id,
+                    )
+                    .values(locked_by_kind=None, locked_by_id=None, lock_reason="", locked_at=None)
+                    .execution_options(synchronize_session=False)
                 )
-                .values(locked_by_kind=None, locked_by_id=None, lock_reason="", locked_at=None)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
+            )
             if done != 1:
                 s.rollback()
                 s.refresh(ws)
@@ -401,12 +407,14 @@ class WorkspaceService:
                 raise Forbidden(
                     f"force-unlock of workspace {org.name}/{ws.name} needs admin rights on it"
                 )
-            done = s.execute(
-                update(Workspace)
-                .where(Workspace.id == ws.id, Workspace.locked_by_id.is_not(None))
-                .values(locked_by_kind=None, locked_by_id=None, lock_reason="", locked_at=None)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
+            done = affected(
+                s.execute(
+                    update(Workspace)
+                    .where(Workspace.id == ws.id, Workspace.locked_by_id.is_not(None))
+                    .values(locked_by_kind=None, locked_by_id=None, lock_reason="", locked_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+            )
             if done != 1:
                 raise Conflict(f"workspace {org.name}/{ws.name} is already unlocked")
             s.commit()
