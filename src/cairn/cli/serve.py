@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -114,8 +119,35 @@ def serve(
         timeout_graceful_shutdown=20,
         **ssl,  # type: ignore[arg-type]
     )
-    uvicorn.Server(config).run()
+    _GracefulServer(config).run()
     startup.ctx.db.dispose()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn, but a SIGTERM/SIGINT that ended in a clean shutdown exits with status 0
+        (uvicorn re-raises the signal, which supervisors and scripts read as a crash)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            sigs = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
+
+
+def _GracefulServer(config: object) -> Any:
+    return _graceful_server_class()(config)
 
 
 def _banner(
