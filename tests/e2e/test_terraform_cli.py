@@ -208,12 +208,15 @@ def test_state_push_bumps_serial_and_guards_lineage(https_target: Target) -> Non
 
     pulled = project.state_pull()
     serial = pulled["serial"]
+    # A changed state needs a higher serial (same serial + other content is refused client-side).
     modified = json.loads(json.dumps(pulled))
+    modified["serial"] = serial + 1
     modified["outputs"]["pushed"] = {"value": "by state push", "type": "string"}
     project.run("state", "push", write_state(project, "modified.tfstate", modified))
     version, state = current_state(target, ws_id)
-    assert version["attributes"]["serial"] == serial + 1
-    assert state["serial"] == serial + 1
+    # Terraform bumps the serial once more because the content differs from what it read.
+    assert version["attributes"]["serial"] == modified["serial"] + 1
+    assert state["serial"] == modified["serial"] + 1
     assert state["lineage"] == pulled["lineage"]
     assert state["outputs"]["pushed"]["value"] == "by state push"
     assert_unlocked(target, ws)
@@ -242,7 +245,10 @@ def test_state_push_bumps_serial_and_guards_lineage(https_target: Target) -> Non
     # the workspace locked (the CLI keeps the lock until the state is fixed, reference §3.4).
     stale = json.loads(json.dumps(forced_state))
     stale["serial"] = 1
-    project.run("state", "push", "-force", write_state(project, "stale.tfstate", stale), expect=1)
+    backwards = project.run(
+        "state", "push", "-force", write_state(project, "stale.tfstate", stale), expect=1
+    )
+    assert "Error uploading state: Conflict" in backwards.stderr  # refused by the server
     after, _ = current_state(target, ws_id)
     assert after["id"] == forced["id"]
     assert after["attributes"]["serial"] == forced["attributes"]["serial"]
