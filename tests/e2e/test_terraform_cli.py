@@ -252,6 +252,7 @@ def test_state_push_bumps_serial_and_guards_lineage(https_target: Target) -> Non
     after, _ = current_state(target, ws_id)
     assert after["id"] == forced["id"]
     assert after["attributes"]["serial"] == forced["attributes"]["serial"]
+    assert tfe.read_workspace(target.api, target.org, ws)["attributes"]["locked"] is True
     project.run("force-unlock", "-force", f"{target.org}/{ws}")
     assert_unlocked(target, ws)
 
