@@ -1,0 +1,57 @@
+"""Integration fixtures: two `cairn serve` processes sharing one database.
+
+`replicas` is parametrised like the conftest `server`: `sqlite` (two processes on one data
+directory: SQLite WAL + BEGIN IMMEDIATE) and `postgres` (two replicas on one PostgreSQL
+database, the same CAIRN_SECRET_KEY and CAIRN_ADMIN_TOKEN, and blobs in the database, since
+the replicas have no shared disk). All plain HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BACKENDS, TEST_SECRET_KEY
+from tests.support.postgres import PostgresCluster
+from tests.support.server import CairnServer
+
+
+def _replica_set(
+    request: pytest.FixtureRequest, backend: str, admin_token: str, root: Path
+) -> list[CairnServer]:
+    if backend == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("pg")
+        database_url = cluster.create_database("replicas")
+        return [
+            CairnServer(
+                data_dir=root / f"replica-{i}",
+                database_url=database_url,
+                plain_http=True,
+                admin_token=admin_token,
+                env={"CAIRN_SECRET_KEY": TEST_SECRET_KEY, "CAIRN_BLOB_STORE": "database"},
+            )
+            for i in range(2)
+        ]
+    shared = root / "shared-data-dir"
+    return [
+        CairnServer(data_dir=shared, plain_http=True, admin_token=admin_token) for _ in range(2)
+    ]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def replicas(
+    request: pytest.FixtureRequest, admin_token: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[CairnServer]]:
+    """Two running servers on one database, shared by the tests of a module (each makes its
+    own organization); started one after the other (the first creates schema and admin)."""
+    root = tmp_path_factory.mktemp(f"replicas-{request.param}")
+    servers = _replica_set(request, request.param, admin_token, root)
+    try:
+        for srv in servers:
+            srv.start()
+        yield servers
+    finally:
+        for srv in servers:
+            srv.stop()
