@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from starlette.background import BackgroundTask
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from cairn.errors import BadRequest, Invalid, NotFound, PayloadTooLarge
@@ -15,6 +16,7 @@ from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import JsonApiResponse, page_from, pagination_meta, query
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
+MAX_SERIAL = 2**63 - 1  # a signed 64-bit column on every database
 
 
 async def create_state_version(call: Call) -> Response:
@@ -22,6 +24,8 @@ async def create_state_version(call: Call) -> Response:
     # base64 grows the state by 4/3; leave room for the JSON state that newer CLIs also send.
     doc = await call.document("state-versions", limit=settings.max_state_bytes * 3 + 1024 * 1024)
     serial = doc.integer("serial", required=True, minimum=0)
+    if serial is not None and serial > MAX_SERIAL:
+        raise Invalid(f"serial must be at most {MAX_SERIAL}", pointer="/data/attributes/serial")
     md5 = (doc.string("md5", required=True, max_len=32) or "").lower()
     if not _MD5.match(md5):
         raise Invalid("md5 must be 32 hexadecimal characters", pointer="/data/attributes/md5")
@@ -40,8 +44,13 @@ async def create_state_version(call: Call) -> Response:
         serial=serial, md5=md5, lineage=lineage, force=force, state=state, json_state=json_state
     )
     view = await call.run(call.ctx.states.create, call.principal, call.param("id"), new)
+    background = None
+    if view.sv.resource_count < 0:  # too large to count before answering: count it right after
+        background = BackgroundTask(call.ctx.states.process, view.sv.id)
     return JsonApiResponse(
-        {"data": wire.state_version(view, settings.public_url, call.ctx.states)}, status_code=201
+        {"data": wire.state_version(view, settings.public_url, call.ctx.states)},
+        status_code=201,
+        background=background,
     )
 
 
@@ -88,12 +97,9 @@ async def _download(call: Call, *, json_state: bool) -> Response:
         states.download, call.principal, call.param("id"), json_state=json_state
     )
     headers = {"Content-Length": str(size), "Cache-Control": "private, no-store"}
-    if path is not None:
-        if not path.is_file():
-            raise NotFound("the bytes of this state version are missing from the blob store")
-        return FileResponse(
-            path, media_type="application/json", headers={"Cache-Control": "private, no-store"}
-        )
+    if path is not None and not path.is_file():
+        raise NotFound("the bytes of this state version are missing from the blob store")
+    # 1 MiB chunks, read in the thread pool (FileResponse reads 64 KiB per thread hop).
     return StreamingResponse(
         states.iter_blob(digest), media_type="application/json", headers=headers
     )
@@ -118,12 +124,18 @@ async def hosted_upload(call: Call) -> Response:
     upload = await call.run(states.start_upload, sv_id, token)
     try:
         # Hand the body to the worker thread 1 MiB at a time; it is never whole in memory.
+        # One write in flight while the next MiB is received, so network and disk overlap.
         buffer = bytearray()
+        in_flight: asyncio.Future[None] | None = None
         async for part in call.request.stream():
             buffer += part
             if len(buffer) >= 1024 * 1024:
-                await call.run(upload.writer.write, bytes(buffer))
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(call.run(upload.writer.write, bytes(buffer)))
                 buffer.clear()
+        if in_flight is not None:
+            await in_flight
         if buffer:
             await call.run(upload.writer.write, bytes(buffer))
     except BaseException:

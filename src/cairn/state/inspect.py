@@ -99,15 +99,18 @@ def read_header(source: bytes | Iterable[bytes] | IO[bytes]) -> StateHeader:
             elif prefix == "lineage" and event == "string":
                 head.lineage = str(value)
             elif prefix == "outputs":
+                if event in ("start_array", "string", "number", "boolean"):
+                    raise Invalid("'outputs' in the state is not an object")
                 seen_outputs = True
             elif prefix.startswith("outputs."):
-                if event == "map_key" and prefix.count(".") == 1 and builder is None:
-                    continue
+                top = prefix.count(".") == 1  # the event is about an output object itself
                 if builder is None:
                     current = prefix.split(".", 2)[1]
+                    if not (top and event == "start_map"):
+                        raise Invalid(f"output {current!r} in the state is not an object")
                     builder = ijson.ObjectBuilder()
                 builder.event(event, value)
-                if prefix.count(".") == 1 and event == "end_map":
+                if top and event == "end_map":
                     head.outputs.append(_output(current or "", builder.value))
                     builder, current = None, None
     except ijson.JSONError as exc:
@@ -135,12 +138,23 @@ def _output(name: str, raw: Any) -> Output:
 
 def count_resources(source: bytes | Iterable[bytes] | IO[bytes]) -> int:
     """Managed resource instances in the state (what HCP Terraform calls resource-count).
-    Raises Invalid if the file is not well-formed JSON to the end."""
+
+    Counts from parse events, never building a resource in memory (a state may hold one
+    resource with 100 MB of instances). Raises Invalid if the file is not well-formed JSON."""
     count = 0
+    mode = "managed"
+    pending = 0  # instances seen before the resource's "mode" (key order is not guaranteed)
     try:
-        for resource in ijson.items(as_file(source), "resources.item", use_float=True):
-            if isinstance(resource, dict) and resource.get("mode", "managed") == "managed":
-                count += len(resource.get("instances") or [])
+        for prefix, event, value in ijson.parse(as_file(source)):
+            if prefix == "resources.item":
+                if event == "start_map":
+                    mode, pending = "managed", 0
+                elif event == "end_map" and mode == "managed":
+                    count += pending
+            elif prefix == "resources.item.mode" and event == "string":
+                mode = str(value)
+            elif prefix == "resources.item.instances.item" and event == "start_map":
+                pending += 1
     except ijson.JSONError as exc:
         raise Invalid(f"the state is not valid JSON: {exc}") from None
     return count

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cairn.db.base import Base, UTCDateTime
@@ -30,15 +30,15 @@ class StateVersion(Base):
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    serial: Mapped[int] = mapped_column(Integer)
+    serial: Mapped[int] = mapped_column(BigInteger)  # Terraform's serial is a uint64
     lineage: Mapped[str] = mapped_column(String(64))
     md5: Mapped[str] = mapped_column(String(32))
     force: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16))  # pending | finalized | discarded
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    size: Mapped[int] = mapped_column(Integer, default=0)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
     json_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    json_size: Mapped[int] = mapped_column(Integer, default=0)
+    json_size: Mapped[int] = mapped_column(BigInteger, default=0)
     terraform_version: Mapped[str] = mapped_column(String(32), default="")
     # -1 until counted after commit (HCP Terraform's "resources-processed").
     resource_count: Mapped[int] = mapped_column(Integer, default=-1)

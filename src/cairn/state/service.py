@@ -45,6 +45,10 @@ log = logging.getLogger("cairn.state")
 SYNC_PROCESS_LIMIT = 8 * 1024 * 1024
 
 
+class LostRace(Conflict):
+    """Another request changed the workspace's state between our checks and our write."""
+
+
 @dataclass
 class NewVersion:
     serial: int
@@ -238,6 +242,34 @@ class StateService:
             jw.write(new.json_state)
             json_ref = jw.commit()
         sv_id = ids.new_id("state_version")
+        try:
+            same_view = self._insert_finalized(principal, ws_id, sv_id, new, ref, header, json_ref)
+        except LostRace:
+            # Another request committed first: an identical retry returns its version.
+            with self._db.unit_of_work() as s:
+                org, ws = WorkspaceService.find(s, principal, ws_id)
+                same = self._check_writable(s, principal, org, ws, new)
+                if same is None:
+                    raise
+                return VersionView(same, org, ws, self._outputs(s, [same.id])[same.id])
+        if same_view is not None:
+            return same_view
+        if ref.size <= SYNC_PROCESS_LIMIT:
+            self.process(sv_id)
+        return self.get(principal, sv_id)
+
+    def _insert_finalized(
+        self,
+        principal: Principal,
+        ws_id: str,
+        sv_id: str,
+        new: NewVersion,
+        ref: BlobRef,
+        header: inspect.StateHeader,
+        json_ref: BlobRef | None,
+    ) -> VersionView | None:
+        """One transaction: re-check the rules, insert the version and make it current.
+        Returns the existing version when the request repeats it."""
         with self._db.unit_of_work(write=True) as s:
             org, ws = WorkspaceService.find(s, principal, ws_id)
             same = self._check_writable(s, principal, org, ws, new)
@@ -258,9 +290,7 @@ class StateService:
             s.flush()
             self._finalize(s, org, ws, sv, principal.user_id, ref, header, json_ref)
             s.commit()
-        if ref.size <= SYNC_PROCESS_LIMIT:
-            self.process(sv_id)
-        return self.get(principal, sv_id)
+        return None
 
     def _create_pending(self, principal: Principal, ws_id: str, new: NewVersion) -> VersionView:
         with self._db.unit_of_work(write=True) as s:
@@ -298,7 +328,29 @@ class StateService:
         nonce: str | None = None,
     ) -> None:
         """Inside the caller's transaction: mark ``sv`` finalized and make it current, both
-        conditionally, so a lost race changes nothing."""
+        conditionally, so a lost race changes nothing (raises LostRace)."""
+        where, serial = f"{org.name}/{ws.name}", sv.serial  # before a failed flush
+        try:
+            self._finalize_rows(s, ws, sv, holder, ref, header, json_ref, nonce)
+        except IntegrityError:
+            raise LostRace(
+                f"another version with serial {serial} was committed to {where} at the same "
+                "moment; nothing was changed"
+            ) from None
+        except LostRace as exc:
+            raise LostRace(f"workspace {where} {exc.detail}") from None
+
+    def _finalize_rows(
+        self,
+        s: Session,
+        ws: Workspace,
+        sv: StateVersion,
+        holder: str,
+        ref: BlobRef,
+        header: inspect.StateHeader,
+        json_ref: BlobRef | None,
+        nonce: str | None,
+    ) -> None:
         now = self._clock.now()
         cond = [StateVersion.id == sv.id, StateVersion.status == "pending"]
         if nonce is not None:
@@ -342,9 +394,9 @@ class StateService:
             )
         )
         if moved != 1:
-            raise Conflict(
-                f"workspace {org.name}/{ws.name} changed while the state was uploaded "
-                "(lock released or another version committed); nothing was changed"
+            raise LostRace(
+                "changed while the state was uploaded (lock released or another version "
+                "committed); nothing was changed"
             )
         for o in header.outputs:
             s.add(
@@ -357,10 +409,7 @@ class StateService:
                     value_json=inspect.dumps(o.value),
                 )
             )
-        try:
-            s.flush()
-        except IntegrityError:
-            raise Conflict(f"serial {sv.serial} already exists in {org.name}/{ws.name}") from None
+        s.flush()
 
     # ---- the hosted (two-step) upload ----------------------------------------------------------
 
@@ -488,6 +537,14 @@ class StateService:
                 .execution_options(synchronize_session=False)
             )
             s.commit()
+
+    def process_current(self, ws_id: str) -> None:
+        """Count the current version's resources now if that has not happened yet."""
+        with self._db.unit_of_work() as s:
+            ws = s.get(Workspace, ws_id)
+            current = ws.current_state_version_id if ws is not None else None
+        if current is not None:
+            self.process(current)
 
     def process_pending(self) -> int:
         """Process every finalized version not yet counted (after a crash or restart)."""

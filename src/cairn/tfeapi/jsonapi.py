@@ -129,6 +129,10 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(
+            "the request body is nested too deeply to be a JSON:API document"
+        ) from None
 
 
 def parse_document(

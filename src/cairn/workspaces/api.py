@@ -139,6 +139,8 @@ async def delete_workspace(call: Call) -> Response:
 
 async def safe_delete_workspace(call: Call) -> Response:
     ws_id = await _ws_id(call)
+    # The decision needs the resource count of the current state: count it now if pending.
+    await call.run(call.ctx.states.process_current, ws_id)
     await call.run(call.ctx.workspaces.delete, call.principal, ws_id, safe=True)
     return no_content()
 

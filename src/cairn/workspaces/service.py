@@ -252,7 +252,7 @@ class WorkspaceService:
                     f"Name has already been taken: workspace {org_name}/{name} exists",
                     pointer="/data/attributes/name",
                 ) from None
-            self._add_tags(s, org, ws, change.tags)
+            self._add_tags(s, org, ws, change.tags, "/data/attributes/tag-names")
             s.commit()
             return self._view(s, principal, org, ws)
 
@@ -301,11 +301,12 @@ class WorkspaceService:
             if change.project_id is not None:
                 ws.project_id = self._project_id(s, org, change.project_id)
             ws.updated_at = self._clock.now()
+            taken = f"{org.name}/{change.name}"  # read before a failed flush spoils the objects
             try:
                 s.flush()
             except IntegrityError:
                 raise Invalid(
-                    f"Name has already been taken: workspace {org.name}/{change.name} exists",
+                    f"Name has already been taken: workspace {taken} exists",
                     pointer="/data/attributes/name",
                 ) from None
             s.commit()
@@ -438,9 +439,11 @@ class WorkspaceService:
     # ---- tags --------------------------------------------------------------------------------
 
     @staticmethod
-    def _add_tags(s: Session, org: Organization, ws: Workspace, names: list[str]) -> None:
+    def _add_tags(
+        s: Session, org: Organization, ws: Workspace, names: list[str], pointer: str = "/data"
+    ) -> None:
         for i, raw in enumerate(names):
-            name = check_tag(raw, pointer=f"/data/{i}")
+            name = check_tag(raw, pointer=f"{pointer}/{i}")
             tag = s.scalar(select(Tag).where(Tag.organization_id == org.id, Tag.name == name))
             if tag is None:
                 tag = Tag(
