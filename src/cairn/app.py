@@ -30,6 +30,14 @@ from cairn.db import meta
 from cairn.db.engine import Database, make_engine
 from cairn.db.migrate import is_current, upgrade
 from cairn.errors import ApiError, MethodNotAllowed, NotFound, SecretKeyMismatch
+from cairn.identity import api as identity_api
+from cairn.identity.discovery import check_issuer
+from cairn.identity.errors import IdentityConfigError
+from cairn.identity.issuer import Issuer
+from cairn.identity.keys import as_alg
+from cairn.identity.lifecycle import RotationPolicy
+from cairn.identity.listener import RotationListener
+from cairn.identity.store import SqlKeyStore
 from cairn.observe import Metrics, ObserveMiddleware
 from cairn.organizations import api as org_api
 from cairn.organizations.service import OrganizationService
@@ -70,6 +78,7 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
         )
     blobs = open_blob_store(settings, db)
     tokens = TokenService(db, keyring, clock)
+    issuer = build_issuer(settings, db, keyring, clock)
     ctx = AppContext(
         settings=settings,
         db=db,
@@ -80,12 +89,37 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
         organizations=OrganizationService(db, clock),
         workspaces=WorkspaceService(db, clock),
         states=StateService(db, blobs, keyring, clock, settings),
+        issuer=issuer,
     )
     tokens.ensure_admin()
     if settings.admin_token:
         tokens.set_admin_env_token(settings.admin_token)
     bootstrap = None if settings.admin_token else tokens.bootstrap_admin_token()
     return Startup(ctx=ctx, created_secret=created, bootstrap_token=bootstrap)
+
+
+def build_issuer(settings: Settings, db: Database, keyring: Keyring, clock: Clock) -> Issuer:
+    """The workload-identity issuer, with its first keys created and its cache loaded."""
+    policy = RotationPolicy(
+        period=settings.oidc_rotation_period,
+        prepublish=settings.oidc_prepublish,
+        max_token_ttl=settings.oidc_max_token_ttl,
+        alg=as_alg(settings.oidc_alg),
+    )
+    try:
+        check_issuer(settings.public_url, strict=True)
+    except IdentityConfigError as exc:
+        log.warning(
+            "the public URL is fine for local use but clouds will not trust it as an OIDC "
+            "issuer (they need https on port 443 with a public certificate)",
+            extra={"issuer": settings.public_url, "why": str(exc)},
+        )
+    issuer = Issuer(
+        db, SqlKeyStore(db, keyring), clock, policy, settings.public_url, settings.oidc_cache_ttl
+    )
+    issuer.ensure_keys()
+    issuer.refresh()
+    return issuer
 
 
 def _ready(ctx: AppContext) -> tuple[bool, str]:
@@ -126,7 +160,9 @@ def create_app(ctx: AppContext) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/api/terraform/motd", discovery.motd, methods=["GET"]),
+        *identity_api.public_routes(ctx.issuer),
         Mount("/api/v2", routes=api_routes),
+        Mount("/api/cairn/v1", routes=identity_api.cairn_routes()),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -154,13 +190,25 @@ def create_app(ctx: AppContext) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(_housekeeping(ctx))
+        listener = None
+        if ctx.settings.is_postgres and ctx.settings.oidc_listen:
+            listener = RotationListener(ctx.settings.database_url, ctx.issuer)
+            listener.start()
+        tasks = [
+            asyncio.create_task(_housekeeping(ctx)),
+            asyncio.create_task(_keep_keys_fresh(ctx)),
+            asyncio.create_task(_rotation_scheduler(ctx)),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
 
     app = Starlette(
         routes=routes,
@@ -183,3 +231,28 @@ async def _housekeeping(ctx: AppContext) -> None:
         except Exception:
             log.exception("housekeeping failed; will retry")
         await asyncio.sleep(600)
+
+
+async def _keep_keys_fresh(ctx: AppContext) -> None:
+    """Rebuild the issuer's in-memory documents when they go stale (TTL, notification, a
+    retired key leaving the JWKS). A failed refresh keeps serving the last good documents."""
+    while True:
+        await asyncio.sleep(0.2)
+        if ctx.issuer.needs_refresh():
+            try:
+                await asyncio.to_thread(ctx.issuer.refresh)
+            except Exception:
+                log.exception("refreshing the signing keys failed; serving the last good ones")
+                await asyncio.sleep(5)
+
+
+async def _rotation_scheduler(ctx: AppContext) -> None:
+    """Scheduled rotation; every replica runs it, the database lets one rotation win."""
+    while True:
+        try:
+            plan = await asyncio.to_thread(ctx.issuer.tick)
+            if plan is not None:
+                log.info("scheduled key rotation", extra={"changes": plan.summary()})
+        except Exception:
+            log.exception("scheduled key rotation failed; will retry")
+        await asyncio.sleep(60)

@@ -7,7 +7,9 @@ halfway through a request. Nothing else in cairn reads the environment.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -43,6 +45,13 @@ class Settings:
     upload_url_ttl_seconds: int = 3600
     log_level: str = "info"
     log_json: bool = True
+    # Workload identity (the OIDC issuer).
+    oidc_rotation_period: timedelta = timedelta(days=90)
+    oidc_prepublish: timedelta = timedelta(hours=24)
+    oidc_max_token_ttl: timedelta = timedelta(hours=6)
+    oidc_alg: str = "RS256"
+    oidc_cache_ttl: timedelta = timedelta(seconds=60)
+    oidc_listen: bool = True
 
     @property
     def is_postgres(self) -> bool:
@@ -149,6 +158,20 @@ def from_environment(**overrides: object) -> Settings:
         "log_level": (env("CAIRN_LOG_LEVEL") or "info").lower(),
         "log_json": not _truthy(env("CAIRN_LOG_PLAIN")),
     }
+    for name, key in (
+        ("CAIRN_OIDC_ROTATION_PERIOD", "oidc_rotation_period"),
+        ("CAIRN_OIDC_PREPUBLISH", "oidc_prepublish"),
+        ("CAIRN_OIDC_MAX_TOKEN_TTL", "oidc_max_token_ttl"),
+        ("CAIRN_OIDC_CACHE_TTL", "oidc_cache_ttl"),
+    ):
+        if (v := env(name)) is not None:
+            values[key] = parse_duration(v, name)
+    if (v := env("CAIRN_OIDC_ALG")) is not None:
+        if v not in ("RS256", "ES256"):
+            raise ConfigError(f"CAIRN_OIDC_ALG must be RS256 or ES256, not {v!r}")
+        values["oidc_alg"] = v
+    if (v := env("CAIRN_OIDC_LISTEN")) is not None:
+        values["oidc_listen"] = _truthy(v)
     if (v := env("CAIRN_MAX_STATE_MB")) is not None:
         if not v.isdigit() or int(v) < 1:
             raise ConfigError(f"CAIRN_MAX_STATE_MB must be a positive integer, not {v!r}")
@@ -162,6 +185,18 @@ def from_environment(**overrides: object) -> Settings:
     settings = Settings(**values).with_defaults()  # type: ignore[arg-type]
     settings.validate()
     return settings
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str, name: str = "duration") -> timedelta:
+    """``90d``, ``24h``, ``15m``, ``300s`` or plain seconds."""
+    m = _DURATION.match(value)
+    if not m:
+        raise ConfigError(f"{name} must be a duration like 90d, 24h, 15m or 300s, not {value!r}")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
 def _redact_url(url: str) -> str:

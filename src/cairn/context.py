@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from cairn.config import Settings
     from cairn.crypto import Keyring
     from cairn.db.engine import Database
+    from cairn.identity.issuer import Issuer
     from cairn.organizations.service import OrganizationService
     from cairn.state.service import StateService
     from cairn.workspaces.service import WorkspaceService
@@ -28,3 +29,4 @@ class AppContext:
     organizations: OrganizationService
     workspaces: WorkspaceService
     states: StateService
+    issuer: Issuer

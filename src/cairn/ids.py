@@ -22,6 +22,8 @@ PREFIXES = {
     "token": "at",
     "tag": "tag",
     "run": "run",
+    "signing_key": "key",
+    "audit_event": "evt",
 }
 
 _ID_RE = re.compile(r"^[a-z]+-[A-Za-z0-9]{16}$")

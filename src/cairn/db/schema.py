@@ -1,9 +1,11 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
+from cairn.audit.model import AuditEvent
 from cairn.auth.model import ApiToken, User
 from cairn.blobs.model import Blob, BlobChunk
 from cairn.db.base import Base
 from cairn.db.meta import Meta
+from cairn.identity.model import OidcSigningKey
 from cairn.organizations.model import Organization, Project
 from cairn.state.model import StateVersion, StateVersionOutput
 from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
@@ -12,9 +14,11 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiToken",
+    "AuditEvent",
     "Blob",
     "BlobChunk",
     "Meta",
+    "OidcSigningKey",
     "Organization",
     "Project",
     "StateVersion",

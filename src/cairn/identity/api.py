@@ -1,0 +1,204 @@
+"""HTTP for the issuer: public discovery and JWKS (raw ASGI, bytes from memory), the admin
+API for keys, and minting tokens for pipelines that run Terraform themselves."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from cairn.audit.log import Actor
+from cairn.clock import iso8601
+from cairn.errors import BadRequest, Forbidden, Invalid, NotFound
+from cairn.identity.discovery import Document
+from cairn.identity.issuer import Issuer
+from cairn.identity.plan import Plan
+from cairn.tfeapi.http import Call, route
+from cairn.tfeapi.jsonapi import parse_json
+
+MAX_TTL_SECONDS = 48 * 3600
+
+
+class WellKnown:
+    """``/.well-known/openid-configuration`` and ``/.well-known/jwks[.json]``: pre-serialised
+    bytes, ``ETag`` / ``If-None-Match``, no database access per request."""
+
+    def __init__(self, issuer: Issuer, which: str) -> None:
+        self._issuer = issuer
+        self._which = which
+        self._built: tuple[Document, list[tuple[bytes, bytes]]] | None = None
+
+    def _headers(self, doc: Document) -> list[tuple[bytes, bytes]]:
+        built = self._built
+        if built is None or built[0] is not doc:
+            headers = [(k.encode(), v.encode()) for k, v in doc.headers().items()]
+            built = (doc, headers)
+            self._built = built
+        return built[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        snap = self._issuer.cached()
+        if snap is None:
+            body = b'{"error":"the signing keys are not loaded yet; retry in a moment"}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        doc = snap.jwks_doc if self._which == "jwks" else snap.discovery_doc
+        headers = self._headers(doc)
+        inm = None
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                inm = value.decode("latin-1")
+                break
+        if doc.matches(inm):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 304,
+                    "headers": [h for h in headers if h[0] != b"content-type"],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*headers, (b"content-length", str(len(doc.body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": doc.body})
+
+
+def _issuer(call: Call) -> Issuer:
+    return call.ctx.issuer
+
+
+def _actor(call: Call) -> Actor:
+    client = call.request.client
+    return Actor(call.principal.user_id, call.principal.username, client.host if client else "")
+
+
+def _plan_doc(plan: Plan) -> dict[str, Any]:
+    return {
+        "action": plan.action,
+        "forced": plan.forced,
+        "changes": plan.summary(),
+        "note": plan.note or None,
+    }
+
+
+async def list_keys(call: Call) -> Response:
+    if not call.principal.is_site_admin:
+        raise NotFound("there is no such resource, or you are not allowed to see it")
+    keys = await call.run(_issuer(call).describe)
+    return JSONResponse({"data": keys})
+
+
+async def rotate_keys(call: Call) -> Response:
+    if not call.principal.is_site_admin:
+        raise Forbidden("only a site admin may rotate signing keys")
+    raw = await call.body(64 * 1024)
+    body = parse_json(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object like {"mode": "graceful"}')
+    mode = body.get("mode", "graceful")
+    force = body.get("force", False)
+    if mode not in ("graceful", "emergency"):
+        raise Invalid("mode must be 'graceful' or 'emergency'", pointer="/mode")
+    if not isinstance(force, bool):
+        raise Invalid("force must be true or false", pointer="/force")
+    plan = await call.run(
+        _issuer(call).rotate, _actor(call), emergency=mode == "emergency", force=force
+    )
+    keys = await call.run(_issuer(call).describe)
+    return JSONResponse({"data": {"rotation": _plan_doc(plan), "keys": keys}})
+
+
+async def trim_keys(call: Call) -> Response:
+    if not call.principal.is_site_admin:
+        raise Forbidden("only a site admin may trim signing keys")
+    plan = await call.run(_issuer(call).trim, _actor(call))
+    keys = await call.run(_issuer(call).describe)
+    return JSONResponse({"data": {"trim": _plan_doc(plan), "keys": keys}})
+
+
+async def mint_id_token(call: Call) -> Response:
+    body = parse_json(await call.body(64 * 1024))
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object with 'audience' and 'run_phase'")
+    audience = body.get("audience")
+    if isinstance(audience, str):
+        audience_value: str | list[str] = audience
+    elif isinstance(audience, list) and audience and all(isinstance(a, str) for a in audience):
+        audience_value = list(audience)
+    else:
+        raise Invalid(
+            "audience is required: a string, or a non-empty list of strings", pointer="/audience"
+        )
+    if len(json.dumps(audience_value)) > 2048:
+        raise Invalid("audience is too long", pointer="/audience")
+    phase = body.get("run_phase")
+    if phase not in ("plan", "apply"):
+        raise Invalid("run_phase must be 'plan' or 'apply'", pointer="/run_phase")
+    ttl = body.get("ttl_seconds", 900)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_SECONDS:
+        raise Invalid(
+            f"ttl_seconds must be an integer from 1 to {MAX_TTL_SECONDS} "
+            "(tokens are capped at the issuer's maximum lifetime)",
+            pointer="/ttl_seconds",
+        )
+    run_id = body.get("run_id")
+    if run_id is not None and not isinstance(run_id, str):
+        raise Invalid("run_id must be a string", pointer="/run_id")
+    client = call.request.client
+    minted = await call.run(
+        _issuer(call).mint,
+        call.principal,
+        call.param("workspace_id"),
+        audience=audience_value,
+        phase=phase,
+        ttl=timedelta(seconds=ttl),
+        run_id=run_id,
+        source_address=client.host if client else "",
+    )
+    return JSONResponse(
+        {
+            "token": minted.token,
+            "expires_at": iso8601(minted.expires_at),
+            "run_id": minted.run_id,
+            "jti": minted.jti,
+            "kid": minted.kid,
+        },
+        status_code=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def public_routes(issuer: Issuer) -> list[Route]:
+    from cairn.identity.discovery import DISCOVERY_PATH, JWKS_JSON_PATH, JWKS_PATH
+
+    return [
+        Route(DISCOVERY_PATH, WellKnown(issuer, "discovery"), methods=["GET", "HEAD"]),
+        Route(JWKS_PATH, WellKnown(issuer, "jwks"), methods=["GET", "HEAD"]),
+        Route(JWKS_JSON_PATH, WellKnown(issuer, "jwks"), methods=["GET", "HEAD"]),
+    ]
+
+
+def cairn_routes() -> list[Route]:
+    return [
+        route("/admin/oidc/keys", list_keys, ["GET"]),
+        route("/admin/oidc/keys/rotate", rotate_keys, ["POST"]),
+        route("/admin/oidc/keys/trim", trim_keys, ["POST"]),
+        route("/workspaces/{workspace_id}/id-tokens", mint_id_token, ["POST"]),
+    ]

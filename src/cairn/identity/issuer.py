@@ -1,0 +1,255 @@
+"""The workload-identity issuer of one cairn process.
+
+It keeps, in memory, everything the public endpoints serve (the discovery document and the
+JWKS, as bytes) and the opened active key. The cache is dropped when PostgreSQL notifies a
+rotation, and rebuilt at least every ``cache_ttl`` (the backstop when the listener is down)
+and whenever a retired key's publication window ends. Requests never wait for the database
+to serve discovery or the JWKS: a refresh that fails keeps the last good documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from cairn import ids
+from cairn.audit.log import Actor, record
+from cairn.auth.principal import RUN_APPLY, RUN_PLAN, Principal
+from cairn.clock import Clock
+from cairn.db.engine import Database
+from cairn.errors import Forbidden, Invalid, NotFound
+from cairn.identity import discovery, lifecycle, tokens
+from cairn.identity.errors import RotationConflict
+from cairn.identity.keys import SigningKey
+from cairn.identity.plan import Plan
+from cairn.identity.store import SqlKeyStore
+from cairn.organizations.model import Project
+from cairn.workspaces.service import WorkspaceService
+
+log = logging.getLogger("cairn.identity")
+_RUN_ID = re.compile(r"^run-[A-Za-z0-9]{1,40}$")
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    keys: list[SigningKey]
+    discovery_doc: discovery.Document
+    jwks_doc: discovery.Document
+    signer: tokens.Signer | None
+    loaded_at: datetime
+    stale_at: datetime
+
+
+@dataclass(frozen=True)
+class Minted:
+    token: str
+    expires_at: datetime
+    run_id: str
+    jti: str
+    kid: str
+
+
+class Issuer:
+    def __init__(
+        self,
+        db: Database,
+        store: SqlKeyStore,
+        clock: Clock,
+        policy: lifecycle.RotationPolicy,
+        issuer_url: str,
+        cache_ttl: timedelta,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._clock = clock
+        self.policy = policy
+        self.issuer_url = issuer_url
+        self._cache_ttl = cache_ttl
+        self._lock = threading.Lock()
+        self._snap: _Snapshot | None = None
+        self._generation = 0
+
+    # ---- the cache ------------------------------------------------------------------------
+
+    def ensure_keys(self) -> None:
+        """Create the first key set on an empty database. Several replicas may race here: the
+        unique indexes let one win; the others find its keys."""
+        if self._store.load():
+            return
+        now = self._clock.now()
+        try:
+            self._store.apply(lifecycle.initial(now, self.policy), actor=_system(), at=now)
+        except RotationConflict:
+            log.info("another replica created the first signing keys")
+
+    def refresh(self) -> _Snapshot:
+        """Rebuild the in-memory documents and signer from the database."""
+        with self._lock:
+            generation = self._generation
+        keys, private = self._store.open_active()
+        now = self._clock.now()
+        active = next((key for key in keys if key.state == "active"), None)
+        signer = tokens.Signer(active, private) if active and private is not None else None
+        algs = sorted({key.alg for key in lifecycle.published(keys, now)} | {self.policy.alg})
+        stale_at = now + self._cache_ttl
+        ends = lifecycle.jwks_valid_until(keys, now)
+        if ends is not None:
+            stale_at = min(stale_at, ends)
+        snap = _Snapshot(
+            keys=keys,
+            discovery_doc=discovery.openid_configuration(self.issuer_url, signing_algs=algs),
+            jwks_doc=discovery.jwks(keys, now),
+            signer=signer,
+            loaded_at=now,
+            stale_at=stale_at,
+        )
+        with self._lock:
+            # A notification that arrived while loading makes this snapshot stale at once.
+            if generation != self._generation:
+                snap = _Snapshot(**{**snap.__dict__, "stale_at": now})
+            self._snap = snap
+        return snap
+
+    def invalidate(self, reason: str = "") -> None:
+        """Drop the cached documents and signer (on NOTIFY, or after a local rotation)."""
+        with self._lock:
+            self._generation += 1
+            if self._snap is not None:
+                self._snap = _Snapshot(**{**self._snap.__dict__, "stale_at": self._clock.now()})
+        log.info("signing-key cache invalidated", extra={"reason": reason})
+
+    def snapshot(self) -> _Snapshot:
+        snap = self._snap
+        if snap is None or snap.stale_at <= self._clock.now():
+            return self.refresh()
+        return snap
+
+    def cached(self) -> _Snapshot | None:
+        """What the public endpoints serve: never loads (the refresher task does)."""
+        return self._snap
+
+    def needs_refresh(self) -> bool:
+        snap = self._snap
+        return snap is None or snap.stale_at <= self._clock.now()
+
+    # ---- minting ----------------------------------------------------------------------------
+
+    def mint(
+        self,
+        principal: Principal,
+        ws_id: str,
+        *,
+        audience: str | list[str],
+        phase: str,
+        ttl: timedelta,
+        run_id: str | None,
+        source_address: str,
+    ) -> Minted:
+        with self._db.unit_of_work() as s:
+            org, ws = WorkspaceService.find(s, principal, ws_id)
+            needed = RUN_PLAN if phase == "plan" else RUN_APPLY
+            if phase in ("plan", "apply") and not principal.can(needed, org.id, ws.name):
+                raise Forbidden(
+                    f"minting a {phase} token for {org.name}/{ws.name} needs the right to "
+                    f"{'queue plans' if phase == 'plan' else 'apply'} on that workspace"
+                )
+            project = s.scalar(select(Project).where(Project.id == ws.project_id))
+            if project is None:
+                raise NotFound("the workspace's project no longer exists")
+        if run_id is not None and not _RUN_ID.match(run_id):
+            raise Invalid("run_id must look like run-<letters and digits>", pointer="/run_id")
+        run_id = run_id or ids.new_id("run")
+        workload = tokens.Workload(
+            organization_id=org.id,
+            organization_name=org.name,
+            project_id=project.id,
+            project_name=project.name,
+            workspace_id=ws.id,
+            workspace_name=ws.name,
+        )
+        now = self._clock.now()
+        claims = tokens.workload_claims(
+            issuer=self.issuer_url,
+            audience=audience,
+            workload=workload,
+            run_id=run_id,
+            phase=phase,  # type: ignore[arg-type]  # checked by workload_claims
+            now=now,
+            ttl=ttl,
+            max_ttl=self.policy.max_token_ttl,
+        )
+        signer = self.snapshot().signer
+        if signer is None:
+            signer = self.refresh().signer
+        if signer is None:
+            raise NotFound("cairn has no active signing key; restart it to create one")
+        token = signer.sign(claims)
+        actor = Actor(principal.user_id, principal.username, source_address)
+        with self._db.unit_of_work(write=True) as s:
+            record(
+                s,
+                at=now,
+                actor=actor,
+                action="oidc.token.mint",
+                subject=str(claims["sub"]),
+                jti=claims["jti"],
+                kid=signer.kid,
+                aud=claims["aud"],
+                exp=claims["exp"],
+                run_id=run_id,
+            )
+            s.commit()
+        return Minted(token, tokens.expires_at(claims), run_id, str(claims["jti"]), signer.kid)
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def keys(self) -> list[SigningKey]:
+        return self._store.load()
+
+    def rotate(self, actor: Actor, *, emergency: bool, force: bool) -> Plan:
+        now = self._clock.now()
+        current = self._store.load()
+        if emergency:
+            plan = lifecycle.emergency(current, now, self.policy)
+        else:
+            plan = lifecycle.graceful(current, now, self.policy, force=force)
+        self._store.apply(plan, actor=actor, at=now)
+        self.invalidate(f"rotation ({plan.action})")
+        self.refresh()
+        return plan
+
+    def trim(self, actor: Actor) -> Plan:
+        now = self._clock.now()
+        plan = lifecycle.trim(self._store.load(), now)
+        if not plan.empty:
+            self._store.apply(plan, actor=actor, at=now)
+            self.invalidate("trim")
+        return plan
+
+    def tick(self) -> Plan | None:
+        """The scheduler: rotate when due. Safe on several replicas: the conditional
+        transitions let exactly one replica apply a given rotation."""
+        now = self._clock.now()
+        plan = lifecycle.tick(self._store.load(), now, self.policy)
+        if plan.empty:
+            return None
+        try:
+            self._store.apply(plan, actor=_system(), at=now)
+        except RotationConflict:
+            return None  # another replica rotated first
+        self.invalidate(f"scheduled {plan.action}")
+        self.refresh()
+        return plan
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [key.describe() for key in self._store.load()]
+
+
+def _system() -> Actor:
+    return Actor(id=None, name="cairn (scheduler)")
