@@ -1,4 +1,5 @@
-"""Entry point: ``cairn serve``, ``cairn db upgrade``, ``cairn version``."""
+"""Entry point: ``cairn serve``, ``cairn db upgrade``, ``cairn version``, and the client
+commands that talk to a running cairn: ``cairn keys …``, ``cairn id-token``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 import click
 
 from cairn import __version__
+from cairn.cli.idtoken import id_token
+from cairn.cli.keys import keys
 from cairn.cli.serve import serve
 from cairn.errors import ConfigError
 
@@ -38,6 +41,8 @@ def db_upgrade(database_url: str | None, data_dir: str | None) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(keys)
+cli.add_command(id_token)
 
 
 def main() -> None:
