@@ -58,7 +58,7 @@ class TokenService:
                 .where(ApiToken.token_hash == digest)
             ).first()
         if row is None:
-            raise Unauthorized("the API token is not valid; create a new one (cairn tokens create)")
+            raise Unauthorized("the API token is not valid; check it, or create a new one")
         tok, user = row
         if tok.revoked_at is not None:
             raise Unauthorized("the API token has been revoked; create a new one")

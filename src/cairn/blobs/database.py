@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from cairn.blobs.filesystem import BlobCorrupted
 from cairn.blobs.model import Blob, BlobChunk
@@ -65,29 +66,40 @@ class DatabaseBlobWriter:
                     size += len(data)
             if size != ref.size or digest.hexdigest() != ref.sha256:
                 raise BlobCorrupted(f"blob {ref.sha256} did not read back as written")
-            with self._db.unit_of_work(write=True) as s:
-                if s.get(Blob, ref.sha256) is None:
-                    s.execute(
-                        update(BlobChunk)
-                        .where(BlobChunk.sha256 == self._key)
-                        .values(sha256=ref.sha256)
-                    )
-                    s.add(
-                        Blob(
-                            sha256=ref.sha256,
-                            size=ref.size,
-                            chunks=self._seq,
-                            created_at=datetime.now(UTC),
-                        )
-                    )
-                else:
+            try:
+                self._publish(ref)
+            except IntegrityError:
+                # Another writer stored the same bytes at the same moment: theirs is as good.
+                with self._db.unit_of_work(write=True) as s:
                     s.execute(delete(BlobChunk).where(BlobChunk.sha256 == self._key))
-                s.commit()
+                    found = s.get(Blob, ref.sha256) is not None
+                    s.commit()
+                if not found:
+                    raise
             self._done = True
             return ref
         except BaseException:
             self.abort()
             raise
+
+    def _publish(self, ref: BlobRef) -> None:
+        """Give the verified chunks their content address, in one transaction."""
+        with self._db.unit_of_work(write=True) as s:
+            if s.get(Blob, ref.sha256) is None:
+                s.execute(
+                    update(BlobChunk).where(BlobChunk.sha256 == self._key).values(sha256=ref.sha256)
+                )
+                s.add(
+                    Blob(
+                        sha256=ref.sha256,
+                        size=ref.size,
+                        chunks=self._seq,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+            else:
+                s.execute(delete(BlobChunk).where(BlobChunk.sha256 == self._key))
+            s.commit()
 
     def abort(self) -> None:
         if self._done:
