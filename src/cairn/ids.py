@@ -24,6 +24,10 @@ PREFIXES = {
     "run": "run",
     "signing_key": "key",
     "audit_event": "evt",
+    "team": "team",
+    "role": "role",
+    "grant": "grant",
+    "team_workspace": "tws",
 }
 
 _ID_RE = re.compile(r"^[a-z]+-[A-Za-z0-9]{16}$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cairn.db.base import Base, UTCDateTime
@@ -12,10 +12,18 @@ from cairn.db.base import Base, UTCDateTime
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("idp_issuer", "idp_subject"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
     email: Mapped[str] = mapped_column(String(255), default="")
     is_site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Team and organization tokens act as service accounts (as in HCP Terraform).
+    is_service_account: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # People who log in through the IdP are identified by (issuer, sub), never by email.
+    idp_issuer: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    idp_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     def __repr__(self) -> str:
@@ -38,3 +46,33 @@ class ApiToken(Base):
 
     def __repr__(self) -> str:
         return f"ApiToken(id={self.id!r}, user_id={self.user_id!r}, kind={self.kind!r})"
+
+
+class OAuthCode(Base):
+    """A ``terraform login`` authorization code: stored hashed, single-use (consumed by a
+    conditional UPDATE), short-lived, bound to the PKCE challenge, redirect URI and client. In
+    the database, so any replica can redeem a code another replica issued."""
+
+    __tablename__ = "oauth_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(String(255))
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LoginState(Base):
+    """A pending login at the external IdP (RP-01): ``state`` (hashed key), ``nonce`` and the
+    PKCE verifier (sealed), and the ``terraform login`` request to resume. Single-use."""
+
+    __tablename__ = "login_states"
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce_hash: Mapped[str] = mapped_column(String(64))
+    sealed_verifier: Mapped[bytes] = mapped_column(LargeBinary)
+    resume: Mapped[str] = mapped_column(String(2000))  # the original authorization query
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -1,12 +1,13 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from cairn.audit.model import AuditEvent
-from cairn.auth.model import ApiToken, User
+from cairn.auth.model import ApiToken, LoginState, OAuthCode, User
 from cairn.blobs.model import Blob, BlobChunk
 from cairn.db.base import Base
 from cairn.db.meta import Meta
 from cairn.identity.model import OidcSigningKey
 from cairn.organizations.model import Organization, Project
+from cairn.rbac.model import Grant, Role, Team, TeamMembership
 from cairn.state.model import StateVersion, StateVersionOutput
 from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
 
@@ -17,13 +18,19 @@ __all__ = [
     "AuditEvent",
     "Blob",
     "BlobChunk",
+    "Grant",
+    "LoginState",
     "Meta",
+    "OAuthCode",
     "OidcSigningKey",
     "Organization",
     "Project",
+    "Role",
     "StateVersion",
     "StateVersionOutput",
     "Tag",
+    "Team",
+    "TeamMembership",
     "User",
     "Workspace",
     "WorkspaceTag",

@@ -1,0 +1,1 @@
+"""Who may do what: teams, memberships, roles and grants on workspaces."""
