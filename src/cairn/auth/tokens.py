@@ -17,11 +17,12 @@ from sqlalchemy.exc import IntegrityError
 
 from cairn import ids
 from cairn.auth.model import ApiToken, User
-from cairn.auth.principal import Principal
+from cairn.auth.principal import Access, Principal
 from cairn.clock import Clock
 from cairn.crypto import Keyring
 from cairn.db.engine import Database
 from cairn.errors import Unauthorized
+from cairn.rbac.access import load_access
 
 log = logging.getLogger("cairn.auth")
 
@@ -57,6 +58,9 @@ class TokenService:
                 .join(User, User.id == ApiToken.user_id)
                 .where(ApiToken.token_hash == digest)
             ).first()
+            access = (
+                load_access(s, row[1]) if row is not None and not row[1].is_site_admin else None
+            )
         if row is None:
             raise Unauthorized("the API token is not valid; check it, or create a new one")
         tok, user = row
@@ -68,11 +72,15 @@ class TokenService:
             with self._db.unit_of_work(write=True) as s:
                 s.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
                 s.commit()
+        if user.disabled_at is not None:
+            raise Unauthorized("this user is disabled; ask an administrator")
         return Principal(
             user_id=user.id,
             username=user.username,
             is_site_admin=user.is_site_admin,
             token_id=tok.id,
+            access=access or Access(),
+            is_service_account=user.is_service_account,
         )
 
     # ---- bootstrap ------------------------------------------------------------------------

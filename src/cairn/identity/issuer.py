@@ -154,7 +154,7 @@ class Issuer:
         with self._db.unit_of_work() as s:
             org, ws = WorkspaceService.find(s, principal, ws_id)
             needed = RUN_PLAN if phase == "plan" else RUN_APPLY
-            if phase in ("plan", "apply") and not principal.can(needed, org.id, ws.name):
+            if phase in ("plan", "apply") and not principal.can(needed, org.id, ws.name, ws.id):
                 raise Forbidden(
                     f"minting a {phase} token for {org.name}/{ws.name} needs the right to "
                     f"{'queue plans' if phase == 'plan' else 'apply'} on that workspace"

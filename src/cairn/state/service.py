@@ -179,7 +179,7 @@ class StateService:
     ) -> StateVersion | None:
         """Apply the rules against the current version; returns the current version when the
         request is an idempotent repeat of it."""
-        if not principal.can(WORKSPACE_WRITE, org.id, ws.name):
+        if not principal.can(WORKSPACE_WRITE, org.id, ws.name, ws.id):
             raise Forbidden(f"you may not write state to workspace {org.name}/{ws.name}")
         if ws.locked_by_id is None:
             raise Conflict(
@@ -619,7 +619,7 @@ class StateService:
     def readable(self, principal: Principal, ws_id: str) -> None:
         with self._db.unit_of_work() as s:
             org, ws = WorkspaceService.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_READ, org.id, ws.name):
+            if not principal.can(WORKSPACE_READ, org.id, ws.name, ws.id):
                 raise NotFound("workspace not found")
 
 

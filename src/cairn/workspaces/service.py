@@ -96,7 +96,7 @@ class WorkspaceService:
             .join(Workspace, Workspace.organization_id == Organization.id)
             .where(Workspace.id == ws_id)
         ).first()
-        if row is None or not principal.can(WORKSPACE_READ, row[0].id, row[1].name):
+        if row is None or not principal.can(WORKSPACE_READ, row[0].id, row[1].name, row[1].id):
             raise NotFound(f"workspace {ws_id!r} not found, or you are not allowed to see it")
         return row[0], row[1]
 
@@ -108,7 +108,7 @@ class WorkspaceService:
         ws = s.scalar(
             select(Workspace).where(Workspace.organization_id == org.id, Workspace.name == name)
         )
-        if ws is None or not principal.can(WORKSPACE_READ, org.id, ws.name):
+        if ws is None or not principal.can(WORKSPACE_READ, org.id, ws.name, ws.id):
             raise NotFound(
                 f"workspace {org_name}/{name} not found, or you are not allowed to see it"
             )
@@ -150,7 +150,7 @@ class WorkspaceService:
                 org=org,
                 project_name=project_names.get(w.project_id, ""),
                 tags=tags[w.id],
-                permissions=principal.permissions(org.id, w.name),
+                permissions=principal.permissions(org.id, w.name, w.id),
                 locked_by_name=names.get(w.locked_by_id or ""),
             )
             for w in rows
@@ -204,7 +204,7 @@ class WorkspaceService:
             rows = [
                 w
                 for w in s.scalars(stmt.order_by(_SORTS[flt.sort], Workspace.id))
-                if principal.can(WORKSPACE_READ, org.id, w.name)
+                if principal.can(WORKSPACE_READ, org.id, w.name, w.id)
             ]
             chosen = rows[page.offset : page.offset + page.size]
             return self._views(s, principal, org, chosen), len(rows)
@@ -278,7 +278,7 @@ class WorkspaceService:
     def update(self, principal: Principal, ws_id: str, change: WorkspaceSettings) -> WorkspaceView:
         with self._db.unit_of_work(write=True) as s:
             org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name):
+            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name, ws.id):
                 raise Forbidden(
                     f"you may not change the settings of workspace {org.name}/{ws.name}"
                 )
@@ -315,7 +315,7 @@ class WorkspaceService:
     def delete(self, principal: Principal, ws_id: str, *, safe: bool) -> None:
         with self._db.unit_of_work(write=True) as s:
             org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name):
+            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not delete workspace {org.name}/{ws.name}")
             if ws.locked_by_id is not None and not (
                 ws.locked_by_kind == "users" and ws.locked_by_id == principal.user_id
@@ -349,7 +349,7 @@ class WorkspaceService:
         now = self._clock.now()
         with self._db.unit_of_work(write=True) as s:
             org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_LOCK, org.id, ws.name):
+            if not principal.can(WORKSPACE_LOCK, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not lock workspace {org.name}/{ws.name}")
             won = affected(
                 s.execute(
@@ -374,7 +374,7 @@ class WorkspaceService:
     def unlock(self, principal: Principal, ws_id: str) -> WorkspaceView:
         with self._db.unit_of_work(write=True) as s:
             org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_LOCK, org.id, ws.name):
+            if not principal.can(WORKSPACE_LOCK, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not unlock workspace {org.name}/{ws.name}")
             done = affected(
                 s.execute(
@@ -404,7 +404,7 @@ class WorkspaceService:
     def force_unlock(self, principal: Principal, ws_id: str) -> WorkspaceView:
         with self._db.unit_of_work(write=True) as s:
             org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name):
+            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name, ws.id):
                 raise Forbidden(
                     f"force-unlock of workspace {org.name}/{ws.name} needs admin rights on it"
                 )
@@ -467,7 +467,7 @@ class WorkspaceService:
     def add_tags(self, principal: Principal, ws_id: str, names: list[str]) -> None:
         with self._db.unit_of_work(write=True) as s:
             org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_WRITE, org.id, ws.name):
+            if not principal.can(WORKSPACE_WRITE, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not tag workspace {org.name}/{ws.name}")
             self._add_tags(s, org, ws, names)
             s.commit()
@@ -477,7 +477,7 @@ class WorkspaceService:
     ) -> None:
         with self._db.unit_of_work(write=True) as s:
             org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_WRITE, org.id, ws.name):
+            if not principal.can(WORKSPACE_WRITE, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not untag workspace {org.name}/{ws.name}")
             ids_to_drop = set(tag_ids)
             if names:
