@@ -41,6 +41,8 @@ from cairn.identity.store import SqlKeyStore
 from cairn.observe import Metrics, ObserveMiddleware
 from cairn.organizations import api as org_api
 from cairn.organizations.service import OrganizationService
+from cairn.rbac import api as rbac_api
+from cairn.rbac.service import RbacService
 from cairn.state import api as state_api
 from cairn.state.service import StateService
 from cairn.tfeapi import discovery
@@ -90,6 +92,7 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
         workspaces=WorkspaceService(db, clock),
         states=StateService(db, blobs, keyring, clock, settings),
         issuer=issuer,
+        rbac=RbacService(db, clock),
     )
     tokens.ensure_admin()
     if settings.admin_token:
@@ -149,6 +152,7 @@ def create_app(ctx: AppContext) -> Starlette:
         *org_api.routes(),
         *ws_api.routes(),
         *state_api.routes(),
+        *rbac_api.tfe_routes(),
     ]
     routes = [
         Route(
@@ -162,7 +166,7 @@ def create_app(ctx: AppContext) -> Starlette:
         Route("/api/terraform/motd", discovery.motd, methods=["GET"]),
         *identity_api.public_routes(ctx.issuer),
         Mount("/api/v2", routes=api_routes),
-        Mount("/api/cairn/v1", routes=identity_api.cairn_routes()),
+        Mount("/api/cairn/v1", routes=[*identity_api.cairn_routes(), *rbac_api.cairn_routes()]),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from cairn.db.engine import Database
     from cairn.identity.issuer import Issuer
     from cairn.organizations.service import OrganizationService
+    from cairn.rbac.service import RbacService
     from cairn.state.service import StateService
     from cairn.workspaces.service import WorkspaceService
 
@@ -30,3 +31,4 @@ class AppContext:
     workspaces: WorkspaceService
     states: StateService
     issuer: Issuer
+    rbac: RbacService

@@ -15,6 +15,8 @@ from cairn.db.engine import Database
 from cairn.errors import Conflict, Forbidden, Invalid, NotFound
 from cairn.names import check_project_name, check_slug
 from cairn.organizations.model import DEFAULT_PROJECT, Organization, Project
+from cairn.rbac.model import Team, TeamMembership
+from cairn.rbac.roles import OWNERS_TEAM
 from cairn.tfeapi.jsonapi import Page
 
 EXECUTION_MODES = ("local", "remote", "agent")
@@ -85,6 +87,18 @@ class OrganizationService:
                     created_at=now,
                 )
             )
+            # As in HCP Terraform: an owners team, with the creator as its first member.
+            owners = Team(
+                id=ids.new_id("team"),
+                organization_id=org.id,
+                name=OWNERS_TEAM,
+                organization_access="",
+                visibility="secret",
+                created_at=now,
+            )
+            s.add(owners)
+            s.flush()
+            s.add(TeamMembership(team_id=owners.id, user_id=principal.user_id, source="manual"))
             s.commit()
             return org
 
