@@ -19,7 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from cairn.audit import api as audit_api
 from cairn.auth import api as auth_api
+from cairn.auth import login_api, tokens_api
+from cairn.auth.login import LoginService
 from cairn.auth.tokens import TokenService
 from cairn.blobs.store import open_blob_store
 from cairn.clock import Clock, SystemClock
@@ -93,6 +96,7 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
         states=StateService(db, blobs, keyring, clock, settings),
         issuer=issuer,
         rbac=RbacService(db, clock),
+        login=LoginService(db, keyring, clock, tokens),
     )
     tokens.ensure_admin()
     if settings.admin_token:
@@ -149,6 +153,7 @@ def create_app(ctx: AppContext) -> Starlette:
     api_routes = [
         Route("/ping", discovery.ping, methods=["GET"]),
         *auth_api.routes(),
+        *tokens_api.routes(),
         *org_api.routes(),
         *ws_api.routes(),
         *state_api.routes(),
@@ -164,9 +169,17 @@ def create_app(ctx: AppContext) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/api/terraform/motd", discovery.motd, methods=["GET"]),
+        *login_api.routes(),
         *identity_api.public_routes(ctx.issuer),
         Mount("/api/v2", routes=api_routes),
-        Mount("/api/cairn/v1", routes=[*identity_api.cairn_routes(), *rbac_api.cairn_routes()]),
+        Mount(
+            "/api/cairn/v1",
+            routes=[
+                *identity_api.cairn_routes(),
+                *rbac_api.cairn_routes(),
+                *audit_api.routes(),
+            ],
+        ),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cairn.auth.login import IdentityProvider, LoginService
     from cairn.auth.tokens import TokenService
     from cairn.blobs.store import BlobStore
     from cairn.clock import Clock
@@ -32,3 +33,5 @@ class AppContext:
     states: StateService
     issuer: Issuer
     rbac: RbacService
+    login: LoginService
+    idp: IdentityProvider | None = None

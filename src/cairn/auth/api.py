@@ -17,7 +17,7 @@ from cairn.tfeapi.jsonapi import JsonApiResponse
 def user_doc(user: User, *, me: bool) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         "username": user.username,
-        "is-service-account": False,
+        "is-service-account": user.is_service_account,
         "is-site-admin": user.is_site_admin,
         "avatar-url": "",
         "v2-only": True,
@@ -26,7 +26,7 @@ def user_doc(user: User, *, me: bool) -> dict[str, Any]:
             "can-create-organizations": user.is_site_admin,
             "can-change-email": me,
             "can-change-username": False,
-            "can-manage-user-tokens": me,
+            "can-manage-user-tokens": me and not user.is_service_account,
         },
     }
     if me:

@@ -241,6 +241,10 @@ class CairnClient:
         """POST ``body`` as JSON to ``path``; the decoded JSON object of the answer."""
         return self._request("POST", path, body=body, doing=doing, jsonapi=jsonapi)
 
+    def delete(self, path: str, *, doing: str, jsonapi: bool = False) -> None:
+        """DELETE ``path``; any 2xx answer (usually 204, no body) is success."""
+        self._request("DELETE", path, doing=doing, jsonapi=jsonapi)
+
     def _request(
         self,
         method: str,
@@ -269,6 +273,8 @@ class CairnClient:
             raise ApiFailure(
                 f"cannot {doing}: {self._redact(describe_error(response))}", response.status_code
             )
+        if response.status_code == 204:
+            return {}
         try:
             data = response.json()
         except ValueError:

@@ -1,5 +1,6 @@
 """Entry point: ``cairn serve``, ``cairn db upgrade``, ``cairn version``, and the client
-commands that talk to a running cairn: ``cairn keys …``, ``cairn id-token``."""
+commands that talk to a running cairn: ``cairn keys …``, ``cairn id-token``,
+``cairn tokens …``, ``cairn audit``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import sys
 import click
 
 from cairn import __version__
+from cairn.cli.audit import audit
 from cairn.cli.idtoken import id_token
 from cairn.cli.keys import keys
 from cairn.cli.serve import serve
+from cairn.cli.tokens import tokens
 from cairn.errors import ConfigError
 
 
@@ -43,6 +46,8 @@ def db_upgrade(database_url: str | None, data_dir: str | None) -> None:
 cli.add_command(serve)
 cli.add_command(keys)
 cli.add_command(id_token)
+cli.add_command(tokens)
+cli.add_command(audit)
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from cairn.auth.login import login_service
+
 API_VERSION = "2.6"  # ≥2.5 for the cloud block, ≥2.4 for -refresh=false/-replace (reference §6)
 RATE_LIMIT = "30"  # ≥4, or go-tfe's limiter gets burst 0 and every call fails (reference §0.3)
 
@@ -23,6 +25,7 @@ def discovery_document() -> bytes:
         "tfe.v2.2": "/api/v2/",
         "state.v2": "/api/v2/",
         "motd.v1": "/api/terraform/motd",
+        "login.v1": login_service(),
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 

@@ -1,0 +1,383 @@
+"""``terraform login``: an OAuth 2.0 authorization server for one public client.
+
+Discovery publishes ``login.v1`` (client ``terraform-cli``, authorization code grant, ports
+10000-10010). The authorization endpoint authenticates the person — through the team's IdP
+when one is configured, else with an existing API token typed into a form (the built-in admin
+on a laptop) — and redirects to Terraform's loopback listener with a code. Codes are random,
+stored hashed in the database (any replica redeems them), expire within 5 minutes, are
+single-use (a conditional UPDATE consumes them before anything else is checked) and are bound
+to the PKCE S256 challenge, the redirect URI and the client. The token endpoint answers a new
+API token, which Terraform stores.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import ipaddress
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from sqlalchemy import select, update
+
+from cairn import ids
+from cairn.audit.log import Actor, record
+from cairn.auth.model import ApiToken, OAuthCode, User
+from cairn.auth.tokens import TokenService, new_token_value
+from cairn.clock import Clock
+from cairn.crypto import Keyring
+from cairn.db.engine import Database, affected
+from cairn.errors import ApiError, BadRequest, Unauthorized
+
+log = logging.getLogger("cairn.login")
+
+CLIENT_ID = "terraform-cli"
+PORTS = (10000, 10010)
+CODE_TTL = timedelta(minutes=5)
+_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
+_VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+
+
+def login_service() -> dict[str, object]:
+    """The ``login.v1`` entry of the discovery document (reference §1.2, §2)."""
+    return {
+        "client": CLIENT_ID,
+        "grant_types": ["authz_code"],
+        "authz": "/oauth/authorization",
+        "token": "/oauth/token",
+        "ports": list(PORTS),
+    }
+
+
+class OAuthError(BadRequest):
+    """An RFC 6749 §5.2 error answered by the token endpoint."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.status_code = status
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    state: str
+
+    def query(self) -> str:
+        return urlencode(
+            {
+                "client_id": self.client_id,
+                "code_challenge": self.code_challenge,
+                "code_challenge_method": "S256",
+                "redirect_uri": self.redirect_uri,
+                "response_type": "code",
+                "state": self.state,
+            }
+        )
+
+
+class LoginRejected(ApiError):
+    """The authorization request is not one cairn may redirect for (shown as a page, never
+    redirected: the redirect URI itself may be the problem)."""
+
+    status, title, code = 400, "Bad Request", "login-rejected"
+
+
+def check_redirect_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.scheme != "http" or parts.hostname is None:
+        raise LoginRejected("redirect_uri must be an http:// loopback address")
+    host = parts.hostname
+    loopback = host == "localhost"
+    if not loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+    if not loopback:
+        raise LoginRejected("redirect_uri must point at this machine (localhost or 127.0.0.1)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None or not PORTS[0] <= port <= PORTS[1]:
+        raise LoginRejected(f"redirect_uri must use a port from {PORTS[0]} to {PORTS[1]}")
+    if parts.username or parts.password or parts.fragment:
+        raise LoginRejected("redirect_uri must not carry credentials or a fragment")
+    return uri
+
+
+def parse_authorization(params: dict[str, str]) -> AuthorizationRequest:
+    """Validate a ``/oauth/authorization`` query (reference §2.6)."""
+    if params.get("client_id") != CLIENT_ID:
+        raise LoginRejected(f"unknown client_id; only {CLIENT_ID!r} (terraform login) is served")
+    redirect = check_redirect_uri(params.get("redirect_uri", ""))
+    if params.get("response_type") != "code":
+        raise LoginRejected("response_type must be 'code'")
+    if params.get("code_challenge_method") != "S256":
+        raise LoginRejected("PKCE is required with code_challenge_method=S256 ('plain' is refused)")
+    challenge = params.get("code_challenge", "")
+    if not _CHALLENGE.match(challenge):
+        raise LoginRejected("code_challenge must be a base64url SHA-256 (43+ characters)")
+    state = params.get("state", "")
+    if not state or len(state) > 512:
+        raise LoginRejected("state is required")
+    return AuthorizationRequest(CLIENT_ID, redirect, challenge, state)
+
+
+def s256(verifier: str) -> str:
+    return (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+
+
+class IdpIdentity(Protocol):
+    """What a completed IdP login tells cairn (``cairn.auth.idp.IdpLogin``)."""
+
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def groups(self) -> list[str]: ...
+    @property
+    def resume(self) -> str: ...
+
+
+class IdentityProvider(Protocol):
+    """The relying party (``cairn.auth.idp.IdpClient``)."""
+
+    def begin(self, resume: str) -> str: ...
+    def complete(self, query: dict[str, str]) -> IdpIdentity: ...
+
+
+class LoginService:
+    def __init__(self, db: Database, keyring: Keyring, clock: Clock, tokens: TokenService) -> None:
+        self._db = db
+        self._keys = keyring
+        self._clock = clock
+        self._tokens = tokens
+
+    def issue_code(self, user_id: str, req: AuthorizationRequest, *, source: str, via: str) -> str:
+        """A code for ``user_id``; returns the URL to send the browser to."""
+        code = secrets.token_urlsafe(32)
+        now = self._clock.now()
+        with self._db.unit_of_work(write=True) as s:
+            user = s.get(User, user_id)
+            assert user is not None
+            s.add(
+                OAuthCode(
+                    code_hash=self._keys.token_hash(code),
+                    user_id=user_id,
+                    client_id=req.client_id,
+                    redirect_uri=req.redirect_uri,
+                    code_challenge=req.code_challenge,
+                    created_at=now,
+                    expires_at=now + CODE_TTL,
+                )
+            )
+            record(
+                s,
+                at=now,
+                actor=Actor(user.id, user.username, source),
+                action="auth.login.authorize",
+                subject=f"terraform login ({via})",
+            )
+            s.commit()
+        sep = "&" if "?" in req.redirect_uri else "?"
+        return f"{req.redirect_uri}{sep}{urlencode({'code': code, 'state': req.state})}"
+
+    def login_with_token(self, token: str, req: AuthorizationRequest, *, source: str) -> str:
+        """The form login (no IdP configured): an existing API token proves who you are."""
+        try:
+            principal = self._tokens.authenticate(token.strip())
+        except Unauthorized:
+            with self._db.unit_of_work(write=True) as s:
+                record(
+                    s,
+                    at=self._clock.now(),
+                    actor=Actor(None, "unknown", source),
+                    action="auth.login.authorize",
+                    subject="terraform login (token form)",
+                    outcome="failure",
+                    reason="invalid token",
+                )
+                s.commit()
+            raise
+        return self.issue_code(principal.user_id, req, source=source, via="token form")
+
+    def redeem(self, form: dict[str, str], *, source: str) -> str:
+        """The token endpoint: consume the code, check its bindings, answer a new API token."""
+        if form.get("grant_type") != "authorization_code":
+            raise OAuthError("unsupported_grant_type", "only authorization_code is supported")
+        code = form.get("code", "")
+        verifier = form.get("code_verifier", "")
+        if not code or not _VERIFIER.match(verifier):
+            raise OAuthError("invalid_request", "code and a PKCE code_verifier are required")
+        now = self._clock.now()
+        digest = self._keys.token_hash(code)
+        with self._db.unit_of_work(write=True) as s:
+            # Consume first: a code is used once, whatever else is wrong with the request.
+            won = affected(
+                s.execute(
+                    update(OAuthCode)
+                    .where(
+                        OAuthCode.code_hash == digest,
+                        OAuthCode.used_at.is_(None),
+                        OAuthCode.expires_at > now,
+                    )
+                    .values(used_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            row = s.scalar(select(OAuthCode).where(OAuthCode.code_hash == digest))
+            failure = None
+            if won != 1:
+                failure = "the code is unknown, expired or already used"
+            elif row is None or form.get("client_id") != row.client_id:
+                failure = "the code was issued to another client"
+            elif form.get("redirect_uri") != row.redirect_uri:
+                failure = "redirect_uri differs from the one the code was issued for"
+            elif not hmac.compare_digest(s256(verifier), row.code_challenge):
+                failure = "the PKCE code_verifier does not match the code_challenge"
+            user = s.get(User, row.user_id) if row is not None else None
+            actor = (
+                Actor(user.id, user.username, source) if user else Actor(None, "unknown", source)
+            )
+            if failure is not None or user is None:
+                s.commit()  # the code stays consumed
+                with self._db.unit_of_work(write=True) as s2:
+                    record(
+                        s2,
+                        at=now,
+                        actor=actor,
+                        action="auth.login.token",
+                        subject="terraform login",
+                        outcome="failure",
+                        reason=failure,
+                    )
+                    s2.commit()
+                raise OAuthError("invalid_grant", failure or "the user no longer exists")
+            value = new_token_value()
+            token = ApiToken(
+                id=ids.new_id("token"),
+                user_id=user.id,
+                token_hash=self._keys.token_hash(value),
+                kind="login",
+                description=f"terraform login from {source or 'unknown address'}",
+                created_at=now,
+            )
+            s.add(token)
+            record(
+                s,
+                at=now,
+                actor=actor,
+                action="auth.token.create",
+                subject=token.id,
+                via="terraform login",
+            )
+            s.commit()
+        return value
+
+
+def login_page(req: AuthorizationRequest, *, error: str | None = None) -> str:
+    """The form shown when no IdP is configured: paste an existing API token."""
+    hidden = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in parse_qsl(req.query())
+    )
+    problem = f'<p class="error">{html.escape(error)}</p>' if error else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cairn — terraform login</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem}}
+input[type=password]{{width:100%;padding:.5rem}} button{{margin-top:1rem;padding:.5rem 1rem}}
+.error{{color:#b00020}}</style></head><body>
+<h1>Log in to cairn</h1>
+<p><code>terraform login</code> asks for a new API token. No identity provider is configured,
+so prove who you are with an existing API token (the admin token printed when cairn first
+started, or <code>CAIRN_ADMIN_TOKEN</code>).</p>{problem}
+<form method="post" action="/oauth/authorization">{hidden}
+<label for="token">API token</label>
+<input type="password" id="token" name="token" autocomplete="off" required autofocus>
+<button type="submit">Authorize terraform login</button></form></body></html>"""
+
+
+def error_page(message: str) -> str:
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>cairn — login refused</title></head><body style="font-family:system-ui,sans-serif;
+max-width:36rem;margin:4rem auto"><h1>Login refused</h1><p>{html.escape(message)}</p>
+<p>Start again with <code>terraform login</code>.</p></body></html>"""
+
+
+def upsert_idp_user(
+    db: Database,
+    clock: Clock,
+    *,
+    issuer: str,
+    subject: str,
+    email: str,
+    preferred: str,
+    groups: list[str],
+    source: str,
+) -> str:
+    """The user behind an IdP identity (created at first login), with team memberships synced
+    from the groups claim at every login — never frozen into a token. Returns the user ID."""
+    from cairn.rbac.model import Team, TeamMembership
+
+    now = clock.now()
+    with db.unit_of_work(write=True) as s:
+        user = s.scalar(select(User).where(User.idp_issuer == issuer, User.idp_subject == subject))
+        if user is None:
+            base = re.sub(r"[^A-Za-z0-9_-]", "-", preferred or email.split("@")[0] or "user")[:80]
+            base = base.strip("-") or "user"
+            name = base
+            while s.scalar(select(User.id).where(User.username == name)) is not None:
+                name = f"{base}-{secrets.token_hex(2)}"
+            user = User(
+                id=ids.new_id("user"),
+                username=name,
+                email=email,
+                idp_issuer=issuer,
+                idp_subject=subject,
+                created_at=now,
+            )
+            s.add(user)
+            s.flush()
+        elif user.disabled_at is not None:
+            raise Unauthorized("this user is disabled in cairn; ask an administrator")
+        user.email = email or user.email
+        user.last_login_at = now
+        wanted = set(s.scalars(select(Team.id).where(Team.idp_group.in_(groups or [""]))))
+        current = {
+            m.team_id: m
+            for m in s.scalars(select(TeamMembership).where(TeamMembership.user_id == user.id))
+        }
+        for team_id in wanted - set(current):
+            s.add(TeamMembership(team_id=team_id, user_id=user.id, source="idp"))
+        for team_id, m in current.items():
+            if m.source == "idp" and team_id not in wanted:
+                s.delete(m)
+        record(
+            s,
+            at=now,
+            actor=Actor(user.id, user.username, source),
+            action="auth.login.idp",
+            subject=user.username,
+            issuer=issuer,
+            groups=sorted(groups),
+        )
+        s.commit()
+        return user.id
