@@ -163,8 +163,8 @@ class AuthenticationTokens:
         now = self._clock.now()
         _check_expiry(expires_at, now)
         username = ORG_SERVICE_PREFIX + org_name
-        with self._db.unit_of_work() as s:
-            org = _org_for_write(s, principal, org_name)
+        with self._db.unit_of_work() as s:  # authorize before making a service account
+            _org_for_write(s, principal, org_name)
         if len(username) > _USERNAME_MAX:
             raise Invalid(
                 f"organization names longer than {_USERNAME_MAX - len(ORG_SERVICE_PREFIX)} "
@@ -225,7 +225,7 @@ class AuthenticationTokens:
         an additional token (HCP Terraform's multiple team tokens)."""
         now = self._clock.now()
         _check_expiry(expires_at, now)
-        with self._db.unit_of_work() as s:
+        with self._db.unit_of_work() as s:  # authorize before making a service account
             _team_for_write(s, principal, team_id)
         service_id = self._service_account(TEAM_SERVICE_PREFIX + team_id, team_id=team_id)
         with self._db.unit_of_work(write=True) as s:
