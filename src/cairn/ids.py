@@ -41,4 +41,4 @@ def new_id(kind: str) -> str:
 
 def looks_like(kind: str, value: str) -> bool:
     """True when ``value`` has the shape of an ID of ``kind`` (no database lookup)."""
-    return bool(_ID_RE.match(value)) and value.startswith(PREFIXES[kind] + "-")
+    return bool(_ID_RE.fullmatch(value)) and value.startswith(PREFIXES[kind] + "-")

@@ -34,7 +34,7 @@ def check_slug(
         raise Invalid(f"{kind} name must not be empty", pointer=pointer)
     if len(value) > max_len:
         raise Invalid(f"{kind} name must be at most {max_len} characters", pointer=pointer)
-    if not _SLUG.match(value):
+    if not _SLUG.fullmatch(value):
         raise Invalid(_explain(kind, value, "-_"), pointer=pointer)
     return value
 
@@ -44,7 +44,7 @@ def check_project_name(value: str, *, pointer: str = "/data/attributes/name") ->
         raise Invalid("project name must not be empty", pointer=pointer)
     if len(value) > 40:
         raise Invalid("project name must be at most 40 characters", pointer=pointer)
-    if not _PROJECT.match(value):
+    if not _PROJECT.fullmatch(value):
         raise Invalid(_explain("project", value, "-_ "), pointer=pointer)
     return value
 
@@ -54,7 +54,7 @@ _TAG = re.compile(r"^[a-z0-9][a-z0-9:_-]*$")
 
 def check_tag(value: str, *, pointer: str) -> str:
     value = value.strip()
-    if not value or len(value) > 255 or not _TAG.match(value):
+    if not value or len(value) > 255 or not _TAG.fullmatch(value):
         raise Invalid(
             f"tag {value!r} is not valid: use lowercase letters, numbers, ':', '-' and '_' "
             "(at most 255 characters, starting with a letter or number)",

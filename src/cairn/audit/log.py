@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,18 @@ class Actor:
 
 SYSTEM = Actor(id=None, name="cairn")
 
+# The client address of the request being served (set by the HTTP layer; copied into the
+# worker threads that run services), used when an actor carries none.
+_source: ContextVar[str] = ContextVar("cairn_audit_source", default="")
+
+
+def set_source(address: str) -> None:
+    _source.set(address)
+
+
+def principal_actor(user_id: str, username: str) -> Actor:
+    return Actor(user_id, username, _source.get())
+
 
 def record(
     s: Session,
@@ -47,7 +60,7 @@ def record(
             actor_name=actor.name,
             action=action,
             subject=subject[:255],
-            source_address=actor.source_address[:64],
+            source_address=(actor.source_address or _source.get())[:64],
             outcome=outcome,
             details=json.dumps(details, default=str, separators=(",", ":")),
         )

@@ -126,7 +126,7 @@ def parse_authorization(params: dict[str, str]) -> AuthorizationRequest:
     if params.get("code_challenge_method") != "S256":
         raise LoginRejected("PKCE is required with code_challenge_method=S256 ('plain' is refused)")
     challenge = params.get("code_challenge", "")
-    if not _CHALLENGE.match(challenge):
+    if not _CHALLENGE.fullmatch(challenge):
         raise LoginRejected("code_challenge must be a base64url SHA-256 (43+ characters)")
     state = params.get("state", "")
     if not state or len(state) > 512:
@@ -225,7 +225,7 @@ class LoginService:
             raise OAuthError("unsupported_grant_type", "only authorization_code is supported")
         code = form.get("code", "")
         verifier = form.get("code_verifier", "")
-        if not code or not _VERIFIER.match(verifier):
+        if not code or not _VERIFIER.fullmatch(verifier):
             raise OAuthError("invalid_request", "code and a PKCE code_verifier are required")
         now = self._clock.now()
         digest = self._keys.token_hash(code)
@@ -343,6 +343,8 @@ def upsert_idp_user(
         if user is None:
             base = re.sub(r"[^A-Za-z0-9_-]", "-", preferred or email.split("@")[0] or "user")[:80]
             base = base.strip("-") or "user"
+            if base.startswith(("api-org-", "api-team-")):  # reserved for token accounts
+                base = "user-" + base
             name = base
             while s.scalar(select(User.id).where(User.username == name)) is not None:
                 name = f"{base}-{secrets.token_hex(2)}"
@@ -374,7 +376,7 @@ def upsert_idp_user(
             s,
             at=now,
             actor=Actor(user.id, user.username, source),
-            action="auth.login.idp",
+            action="user.login",
             subject=user.username,
             issuer=issuer,
             groups=sorted(groups),

@@ -241,9 +241,11 @@ class CairnClient:
         """POST ``body`` as JSON to ``path``; the decoded JSON object of the answer."""
         return self._request("POST", path, body=body, doing=doing, jsonapi=jsonapi)
 
-    def delete(self, path: str, *, doing: str, jsonapi: bool = False) -> None:
-        """DELETE ``path``; any 2xx answer (usually 204, no body) is success."""
-        self._request("DELETE", path, doing=doing, jsonapi=jsonapi)
+    def delete(
+        self, path: str, body: JSONObject | None = None, *, doing: str, jsonapi: bool = False
+    ) -> None:
+        """DELETE ``path`` (with a body for relationship endpoints); any 2xx is success."""
+        self._request("DELETE", path, body=body, doing=doing, jsonapi=jsonapi)
 
     def _request(
         self,

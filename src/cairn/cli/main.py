@@ -12,6 +12,7 @@ from cairn import __version__
 from cairn.cli.audit import audit
 from cairn.cli.idtoken import id_token
 from cairn.cli.keys import keys
+from cairn.cli.rbac import rbac
 from cairn.cli.serve import serve
 from cairn.cli.tokens import tokens
 from cairn.errors import ConfigError
@@ -48,6 +49,7 @@ cli.add_command(keys)
 cli.add_command(id_token)
 cli.add_command(tokens)
 cli.add_command(audit)
+cli.add_command(rbac)
 
 
 def main() -> None:

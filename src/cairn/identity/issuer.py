@@ -162,7 +162,7 @@ class Issuer:
             project = s.scalar(select(Project).where(Project.id == ws.project_id))
             if project is None:
                 raise NotFound("the workspace's project no longer exists")
-        if run_id is not None and not _RUN_ID.match(run_id):
+        if run_id is not None and not _RUN_ID.fullmatch(run_id):
             raise Invalid("run_id must look like run-<letters and digits>", pointer="/run_id")
         run_id = run_id or ids.new_id("run")
         workload = tokens.Workload(

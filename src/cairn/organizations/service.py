@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cairn import ids
+from cairn.auth.model import User
 from cairn.auth.principal import ORG_MANAGE, WORKSPACE_READ, Principal
 from cairn.clock import Clock
 from cairn.db.engine import Database
@@ -127,6 +128,13 @@ class OrganizationService:
                 raise Forbidden(f"you may not change organization {name!r}")
             if change.name is not None and change.name != org.name:
                 check_slug("organization", change.name, max_len=100)
+                # The organization token's service account is named after the organization.
+                s.execute(
+                    update(User)
+                    .where(User.username == f"api-org-{org.name}", User.is_service_account)
+                    .values(username=f"api-org-{change.name}")
+                    .execution_options(synchronize_session=False)
+                )
                 org.name = change.name
             if change.email is not None:
                 org.email = change.email

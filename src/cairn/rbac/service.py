@@ -7,13 +7,13 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cairn import ids
 from cairn.audit.log import Actor, record
-from cairn.auth.model import User
+from cairn.auth.model import ApiToken, User
 from cairn.auth.principal import ORG_MANAGE, Principal
 from cairn.clock import Clock
 from cairn.db.engine import Database, affected
@@ -25,6 +25,7 @@ from cairn.rbac.model import Grant, Role, Team, TeamMembership
 from cairn.rbac.roles import BUILTIN_ROLES, ORG_ACCESS_FLAGS, OWNERS_TEAM, TFE_ACCESS_LEVELS
 from cairn.workspaces.model import Workspace
 
+SERVICE_PREFIXES = ("api-org-", "api-team-")
 _PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!-]{1,255}$")
 
 
@@ -207,6 +208,20 @@ class RbacService:
             if team.name == OWNERS_TEAM:
                 raise Conflict("the owners team cannot be deleted")
             where = f"{org.name}/{team.name}"
+            # The team's token accounts lose their membership with the team: revoke their tokens.
+            s.execute(
+                update(ApiToken)
+                .where(
+                    ApiToken.user_id.in_(
+                        select(User.id).where(
+                            User.username == f"api-team-{team.id}", User.is_service_account
+                        )
+                    ),
+                    ApiToken.revoked_at.is_(None),
+                )
+                .values(revoked_at=self._clock.now())
+                .execution_options(synchronize_session=False)
+            )
             s.delete(team)
             record(
                 s,
@@ -316,7 +331,7 @@ class RbacService:
             raise Invalid(
                 "name exactly one of a workspace or a workspace pattern", pointer="/workspaces"
             )
-        if pattern is not None and not _PATTERN.match(pattern):
+        if pattern is not None and not _PATTERN.fullmatch(pattern):
             raise Invalid(
                 "workspace patterns use letters, numbers, '-', '_' and the wildcards * ? [ ]",
                 pointer="/workspaces",
@@ -499,6 +514,12 @@ class RbacService:
         if not principal.is_site_admin:
             raise Forbidden("only a site admin may create users")
         check_slug("user", username, max_len=100)
+        if username.startswith(SERVICE_PREFIXES):
+            raise Invalid(
+                f"usernames starting with {' or '.join(SERVICE_PREFIXES)} are reserved for "
+                "organization and team tokens",
+                pointer="/username",
+            )
         with self._db.unit_of_work(write=True) as s:
             user = User(
                 id=ids.new_id("user"),

@@ -27,7 +27,7 @@ async def create_state_version(call: Call) -> Response:
     if serial is not None and serial > MAX_SERIAL:
         raise Invalid(f"serial must be at most {MAX_SERIAL}", pointer="/data/attributes/serial")
     md5 = (doc.string("md5", required=True, max_len=32) or "").lower()
-    if not _MD5.match(md5):
+    if not _MD5.fullmatch(md5):
         raise Invalid("md5 must be 32 hexadecimal characters", pointer="/data/attributes/md5")
     lineage = doc.string("lineage", max_len=64)
     force = bool(doc.boolean("force"))

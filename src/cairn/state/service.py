@@ -25,6 +25,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cairn import ids
+from cairn.audit.log import Actor, principal_actor, record
+from cairn.auth.model import User
 from cairn.auth.principal import WORKSPACE_READ, WORKSPACE_WRITE, Principal
 from cairn.blobs.store import BlobRef, BlobStore, BlobWriter
 from cairn.clock import Clock
@@ -289,6 +291,7 @@ class StateService:
             s.add(sv)
             s.flush()
             self._finalize(s, org, ws, sv, principal.user_id, ref, header, json_ref)
+            self._audit(s, principal_actor(principal.user_id, principal.username), org, ws, sv)
             s.commit()
         return None
 
@@ -411,6 +414,21 @@ class StateService:
             )
         s.flush()
 
+    def _audit(
+        self, s: Session, actor: Actor, org: Organization, ws: Workspace, sv: StateVersion
+    ) -> None:
+        record(
+            s,
+            at=self._clock.now(),
+            actor=actor,
+            action="state.version.create",
+            subject=f"{org.name}/{ws.name}",
+            state_version_id=sv.id,
+            serial=sv.serial,
+            md5=sv.md5,
+            forced=sv.force,
+        )
+
     # ---- the hosted (two-step) upload ----------------------------------------------------------
 
     def upload_token(self, sv: StateVersion, kind: str) -> str | None:
@@ -496,6 +514,10 @@ class StateService:
                         "serials never go backwards"
                     )
             self._finalize(s, org, ws, sv, sv.created_by_id, ref, header, None, nonce=nonce)
+            creator = s.get(User, sv.created_by_id)
+            self._audit(
+                s, Actor(sv.created_by_id, creator.username if creator else "", ""), org, ws, sv
+            )
             s.commit()
         if ref.size <= SYNC_PROCESS_LIMIT:
             self.process(sv_id)
@@ -597,6 +619,15 @@ class StateService:
                 .where(StateVersion.id == view.sv.id)
                 .values(rolled_back_from_id=target_id)
                 .execution_options(synchronize_session=False)
+            )
+            record(
+                s,
+                at=self._clock.now(),
+                actor=principal_actor(principal.user_id, principal.username),
+                action="state.version.rollback",
+                subject=f"{view.org.name}/{view.ws.name}",
+                state_version_id=view.sv.id,
+                rolled_back_to=target_id,
             )
             s.commit()
         view.sv.rolled_back_from_id = target_id

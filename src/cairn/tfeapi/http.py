@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cairn.audit.log import set_source
 from cairn.auth.principal import Principal
 from cairn.context import AppContext
 from cairn.errors import ApiError, PayloadTooLarge, Unauthorized
@@ -85,6 +86,7 @@ Handler = Callable[[Call], Awaitable[Response]]
 def endpoint(handler: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         ctx: AppContext = request.app.state.ctx
+        set_source(request.client.host if request.client else "")
         try:
             principal = None
             if auth:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cairn import ids
+from cairn.audit.log import principal_actor, record
 from cairn.auth.model import User
 from cairn.auth.principal import (
     ORG_MANAGE,
@@ -367,6 +368,7 @@ class WorkspaceService:
             if won != 1:
                 s.rollback()
                 raise Conflict(self._held_message(s, org, ws.id, "is already locked"))
+            self._audit(s, principal, "workspace.lock", org, ws, reason=reason[:500])
             s.commit()
             s.refresh(ws)
             return self._view(s, principal, org, ws)
@@ -397,6 +399,7 @@ class WorkspaceService:
                     self._held_message(s, org, ws.id, "is locked")
                     + "; only the holder can unlock it (an admin can force-unlock)"
                 )
+            self._audit(s, principal, "workspace.unlock", org, ws)
             s.commit()
             s.refresh(ws)
             return self._view(s, principal, org, ws)
@@ -418,9 +421,29 @@ class WorkspaceService:
             )
             if done != 1:
                 raise Conflict(f"workspace {org.name}/{ws.name} is already unlocked")
+            self._audit(s, principal, "workspace.force_unlock", org, ws, holder=ws.locked_by_id)
             s.commit()
             s.refresh(ws)
             return self._view(s, principal, org, ws)
+
+    def _audit(
+        self,
+        s: Session,
+        principal: Principal,
+        action: str,
+        org: Organization,
+        ws: Workspace,
+        **details: Any,
+    ) -> None:
+        record(
+            s,
+            at=self._clock.now(),
+            actor=principal_actor(principal.user_id, principal.username),
+            action=action,
+            subject=f"{org.name}/{ws.name}",
+            workspace_id=ws.id,
+            **details,
+        )
 
     @staticmethod
     def _held_message(s: Session, org: Organization, ws_id: str, verb: str) -> str:
