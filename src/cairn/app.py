@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from cairn.audit import api as audit_api
 from cairn.auth import api as auth_api
 from cairn.auth import login_api, tokens_api
+from cairn.auth.idp import IdpClient, IdpSettings, IdpUnreachable
 from cairn.auth.login import LoginService
 from cairn.auth.tokens import TokenService
 from cairn.blobs.store import open_blob_store
@@ -101,6 +102,7 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
     tokens.ensure_admin()
     if settings.admin_token:
         tokens.set_admin_env_token(settings.admin_token)
+    ctx.idp = build_idp(settings, db, keyring, clock)
     bootstrap = None if settings.admin_token else tokens.bootstrap_admin_token()
     return Startup(ctx=ctx, created_secret=created, bootstrap_token=bootstrap)
 
@@ -127,6 +129,35 @@ def build_issuer(settings: Settings, db: Database, keyring: Keyring, clock: Cloc
     issuer.ensure_keys()
     issuer.refresh()
     return issuer
+
+
+def build_idp(settings: Settings, db: Database, keyring: Keyring, clock: Clock) -> IdpClient | None:
+    """The relying party for the team's IdP, checked at start (a misconfiguration refuses to
+    start; an IdP that is only unreachable right now is retried at the first login)."""
+    if not settings.idp_issuer:
+        return None
+    assert settings.idp_client_id and settings.idp_client_secret
+    idp = IdpClient(
+        IdpSettings(
+            issuer=settings.idp_issuer,
+            client_id=settings.idp_client_id,
+            client_secret=settings.idp_client_secret,
+            redirect_uri=f"{settings.public_url}/auth/oidc/callback",
+            scopes=settings.idp_scopes,
+            groups_claim=settings.idp_groups_claim,
+            ca_file=settings.idp_ca_file,
+        ),
+        db,
+        keyring,
+        clock,
+    )
+    try:
+        idp.check()
+    except IdpUnreachable as exc:
+        log.warning(
+            "the identity provider is unreachable; logins will retry", extra={"why": str(exc)}
+        )
+    return idp
 
 
 def _ready(ctx: AppContext) -> tuple[bool, str]:

@@ -52,6 +52,13 @@ class Settings:
     oidc_alg: str = "RS256"
     oidc_cache_ttl: timedelta = timedelta(seconds=60)
     oidc_listen: bool = True
+    # People: the team's OpenID Provider (optional).
+    idp_issuer: str | None = None
+    idp_client_id: str | None = None
+    idp_client_secret: str | None = field(default=None, repr=False)
+    idp_scopes: tuple[str, ...] = ("openid", "email", "profile")
+    idp_groups_claim: str = "groups"
+    idp_ca_file: Path | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -113,6 +120,12 @@ class Settings:
         if self.is_postgres and self.blob_store == "filesystem":
             # Allowed (shared disk), but only one data dir is visible to this process.
             pass
+        idp = (self.idp_issuer, self.idp_client_id, self.idp_client_secret)
+        if any(idp) and not all(idp):
+            raise ConfigError(
+                "to log people in through an IdP set all of CAIRN_OIDC_ISSUER, "
+                "CAIRN_OIDC_CLIENT_ID and CAIRN_OIDC_CLIENT_SECRET"
+            )
         for p in (self.tls_cert, self.tls_key):
             if p is not None and not p.is_file():
                 raise ConfigError(f"TLS file {p} does not exist")
@@ -172,6 +185,15 @@ def from_environment(**overrides: object) -> Settings:
         values["oidc_alg"] = v
     if (v := env("CAIRN_OIDC_LISTEN")) is not None:
         values["oidc_listen"] = _truthy(v)
+    values["idp_issuer"] = env("CAIRN_OIDC_ISSUER")
+    values["idp_client_id"] = env("CAIRN_OIDC_CLIENT_ID")
+    values["idp_client_secret"] = env("CAIRN_OIDC_CLIENT_SECRET")
+    if (v := env("CAIRN_OIDC_SCOPES")) is not None:
+        values["idp_scopes"] = tuple(v.replace(",", " ").split())
+    if (v := env("CAIRN_OIDC_GROUPS_CLAIM")) is not None:
+        values["idp_groups_claim"] = v
+    if (v := env("CAIRN_OIDC_CA_FILE")) is not None:
+        values["idp_ca_file"] = Path(v)
     if (v := env("CAIRN_MAX_STATE_MB")) is not None:
         if not v.isdigit() or int(v) < 1:
             raise ConfigError(f"CAIRN_MAX_STATE_MB must be a positive integer, not {v!r}")

@@ -102,7 +102,7 @@ async def idp_callback(request: Request) -> Response:
             issuer=login.issuer,
             subject=login.subject,
             email=login.email or "",
-            preferred=login.username or login.email or "",
+            preferred=login.username or "",
             groups=list(login.groups),
             source=_source(request),
         )
