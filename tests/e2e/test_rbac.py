@@ -895,6 +895,11 @@ def test_team_token_has_the_teams_access(world: World) -> None:
     w.admin.tfe.team_workspace_accesses.remove(grant_id)
     w.audit.expect("rbac.grant.delete", grant_id)
     assert_invisible(bot, w, "app")
+    assert bot.status("GET", f"/api/v2/organizations/{w.org}") == 200  # still in the team
+    # Deleting the team ends its token.
+    w.admin.tfe.teams.delete(w.teams.pop("bots"))
+    w.audit.expect("rbac.team.delete", f"{w.org}/bots")
+    assert bot.status("GET", f"/api/v2/organizations/{w.org}") == 401
 
 
 @pytest.mark.xfail(

@@ -183,6 +183,17 @@ def test_wrong_redirect_burns_the_code(login: Login) -> None:
     redeem_fails(login, token_form(code, verifier))
 
 
+@pytest.mark.parametrize("suffix", ["\n", " ", "%"])
+def test_verifier_with_trailing_junk_is_refused(login: Login, suffix: str) -> None:
+    verifier = terraform_verifier()
+    code = code_of(
+        login.service.login_with_token(login.admin_token, request(verifier), source="127.0.0.1")
+    )
+    with pytest.raises(OAuthError) as caught:
+        login.service.redeem(token_form(code, verifier + suffix), source="127.0.0.1")
+    assert caught.value.error == "invalid_request"
+
+
 def test_bad_token_issues_no_code(login: Login) -> None:
     with pytest.raises(Unauthorized):
         login.service.login_with_token(
@@ -205,6 +216,7 @@ def test_bad_token_issues_no_code(login: Login) -> None:
         ({"client_id": "other"}, "client_id"),
         ({"response_type": "token"}, "response_type"),
         ({"state": ""}, "state"),
+        ({"code_challenge": s256("x" * 43) + "\n"}, "code_challenge"),
     ],
 )
 def test_authorization_request_rules(override: dict[str, str], needle: str) -> None:
