@@ -127,6 +127,9 @@ def build_issuer(settings: Settings, db: Database, keyring: Keyring, clock: Cloc
         db, SqlKeyStore(db, keyring), clock, policy, settings.public_url, settings.oidc_cache_ttl
     )
     issuer.ensure_keys()
+    # A damaged or swapped active key is a startup error (SealError names its kid); later the
+    # refresher keeps serving the public keys and minting answers 503 instead.
+    issuer.open_active_key()
     issuer.refresh()
     return issuer
 

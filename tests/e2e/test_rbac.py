@@ -805,12 +805,6 @@ def test_grant_lists_and_team_access_lists_need_org_management(world: World) -> 
     }
 
 
-@pytest.mark.xfail(
-    reason="server bug: /team-workspaces resolves the workspace's organization without checking "
-    "that the caller may read the workspace (RbacService.org_of_workspace), so a member of the "
-    "organization gets 403 for an existing unreadable workspace and 404 for a missing one",
-    strict=True,
-)
 def test_team_access_endpoints_do_not_reveal_unreadable_workspaces(world: World) -> None:
     """A workspace the caller cannot read answers like one that does not exist."""
     w, reader = world, world.people["reader"]
@@ -902,12 +896,6 @@ def test_team_token_has_the_teams_access(world: World) -> None:
     assert bot.status("GET", f"/api/v2/organizations/{w.org}") == 401
 
 
-@pytest.mark.xfail(
-    reason="server bug: the organization token's service account is tied to the organization "
-    "by name (api-org-<name>, rbac/access.py load_access), so after the organization is "
-    "deleted its token gets every permission in a new organization of the same name",
-    strict=True,
-)
 def test_organization_token_does_not_outlive_its_organization(world: World) -> None:
     w = world
     name = tfe_api.unique_name("short-lived")

@@ -285,7 +285,7 @@ class LoginService:
                 s,
                 at=now,
                 actor=actor,
-                action="auth.token.create",
+                action="token.create",
                 subject=token.id,
                 via="terraform login",
             )

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import click
 
 from cairn.config import Settings, from_environment, redact_url
-from cairn.errors import ConfigError
+from cairn.errors import CairnError
 
 log = logging.getLogger("cairn")
 
@@ -91,7 +91,7 @@ def serve(
         )
         logs.configure(settings.log_level, json_lines=settings.log_json)
         startup = build_context(settings)
-    except ConfigError as exc:
+    except CairnError as exc:  # configuration, or stored data that cannot be opened
         click.secho(f"cairn cannot start: {exc}", fg="red", err=True)
         sys.exit(2)
 

@@ -7,6 +7,7 @@ write, so two writers queue on the database lock instead of failing half-way wit
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -61,6 +62,9 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=True)
+        # SQLite's busy handler sleeps in growing steps instead of waking when the lock frees:
+        # writers of this process queue on a lock first (busy_timeout still covers others).
+        self._sqlite_writer = threading.RLock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -69,15 +73,20 @@ class Database:
     @contextmanager
     def unit_of_work(self, *, write: bool = False) -> Iterator[Session]:
         """A transaction that rolls back unless the body calls ``session.commit()``."""
+        serialise = write and self.is_sqlite
+        if serialise:
+            self._sqlite_writer.acquire()
         session = self._sessions()
         try:
-            if write and self.is_sqlite:
+            if serialise:
                 session.connection(execution_options={_WRITE: True})
             yield session
         finally:
             # close() ends an uncommitted transaction (rollback) and detaches the objects
             # without expiring them, so services can return what they loaded.
             session.close()
+            if serialise:
+                self._sqlite_writer.release()
 
     def dispose(self) -> None:
         self.engine.dispose()

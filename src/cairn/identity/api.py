@@ -20,7 +20,9 @@ from cairn.identity.plan import Plan
 from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import parse_json
 
-MAX_TTL_SECONDS = 48 * 3600
+# Longer requests are accepted and capped at the issuer's maximum token lifetime (6 h default).
+MAX_TTL_SECONDS = 366 * 24 * 3600
+_Headers = list[tuple[bytes, bytes]]
 
 
 class WellKnown:
@@ -30,15 +32,18 @@ class WellKnown:
     def __init__(self, issuer: Issuer, which: str) -> None:
         self._issuer = issuer
         self._which = which
-        self._built: tuple[Document, list[tuple[bytes, bytes]]] | None = None
+        self._built: tuple[Document, _Headers, _Headers] | None = None
 
-    def _headers(self, doc: Document) -> list[tuple[bytes, bytes]]:
+    def _headers(self, doc: Document) -> tuple[_Headers, _Headers]:
+        """The 200 and 304 header lists of a document, built once per document."""
         built = self._built
         if built is None or built[0] is not doc:
-            headers = [(k.encode(), v.encode()) for k, v in doc.headers().items()]
-            built = (doc, headers)
+            base = [(k.encode(), v.encode()) for k, v in doc.headers().items()]
+            ok = [*base, (b"content-length", str(len(doc.body)).encode())]
+            not_modified = [h for h in base if h[0] != b"content-type"]
+            built = (doc, ok, not_modified)
             self._built = built
-        return built[1]
+        return built[1], built[2]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         snap = self._issuer.cached()
@@ -54,29 +59,17 @@ class WellKnown:
             await send({"type": "http.response.body", "body": body})
             return
         doc = snap.jwks_doc if self._which == "jwks" else snap.discovery_doc
-        headers = self._headers(doc)
-        inm = None
+        ok, not_modified = self._headers(doc)
         for name, value in scope["headers"]:
             if name == b"if-none-match":
-                inm = value.decode("latin-1")
+                if doc.matches(value.decode("latin-1")):
+                    await send(
+                        {"type": "http.response.start", "status": 304, "headers": not_modified}
+                    )
+                    await send({"type": "http.response.body", "body": b""})
+                    return
                 break
-        if doc.matches(inm):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 304,
-                    "headers": [h for h in headers if h[0] != b"content-type"],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*headers, (b"content-length", str(len(doc.body)).encode())],
-            }
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": ok})
         await send({"type": "http.response.body", "body": doc.body})
 
 
@@ -154,8 +147,8 @@ async def mint_id_token(call: Call) -> Response:
     ttl = body.get("ttl_seconds", 900)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_SECONDS:
         raise Invalid(
-            f"ttl_seconds must be an integer from 1 to {MAX_TTL_SECONDS} "
-            "(tokens are capped at the issuer's maximum lifetime)",
+            "ttl_seconds must be a positive integer (tokens are capped at the issuer's "
+            "maximum lifetime, CAIRN_OIDC_MAX_TOKEN_TTL)",
             pointer="/ttl_seconds",
         )
     run_id = body.get("run_id")

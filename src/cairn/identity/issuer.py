@@ -23,9 +23,9 @@ from cairn.audit.log import Actor, record
 from cairn.auth.principal import RUN_APPLY, RUN_PLAN, Principal
 from cairn.clock import Clock
 from cairn.db.engine import Database
-from cairn.errors import Forbidden, Invalid, NotFound
+from cairn.errors import Conflict, Forbidden, Invalid, NotFound, SealError, Unavailable
 from cairn.identity import discovery, lifecycle, tokens
-from cairn.identity.errors import RotationConflict
+from cairn.identity.errors import KeyMaterialError, KeySetCorrupt, RotationConflict
 from cairn.identity.keys import SigningKey
 from cairn.identity.plan import Plan
 from cairn.identity.store import SqlKeyStore
@@ -88,11 +88,20 @@ class Issuer:
         except RotationConflict:
             log.info("another replica created the first signing keys")
 
+    def open_active_key(self) -> None:
+        """Open the active key's seal now (raises SealError/KeyMaterialError if it cannot)."""
+        self._store.open_active()
+
     def refresh(self) -> _Snapshot:
         """Rebuild the in-memory documents and signer from the database."""
         with self._lock:
             generation = self._generation
-        keys, private = self._store.open_active()
+        try:
+            keys, private = self._store.open_active()
+        except (SealError, KeyMaterialError) as exc:
+            # Serve the public keys anyway; minting answers 503 until an emergency rotation.
+            log.error("the active signing key cannot be opened", extra={"error": str(exc)})
+            keys, private = self._store.load(), None
         now = self._clock.now()
         active = next((key for key in keys if key.state == "active"), None)
         signer = tokens.Signer(active, private) if active and private is not None else None
@@ -188,7 +197,10 @@ class Issuer:
         if signer is None:
             signer = self.refresh().signer
         if signer is None:
-            raise NotFound("cairn has no active signing key; restart it to create one")
+            raise Unavailable(
+                "cairn cannot sign right now: the active signing key cannot be opened (see the "
+                "server log); an emergency rotation (cairn keys rotate --emergency) replaces it"
+            )
         token = signer.sign(claims)
         actor = Actor(principal.user_id, principal.username, source_address)
         with self._db.unit_of_work(write=True) as s:
@@ -219,10 +231,21 @@ class Issuer:
             plan = lifecycle.emergency(current, now, self.policy)
         else:
             plan = lifecycle.graceful(current, now, self.policy, force=force)
+        self._check_promotable(plan)
         self._store.apply(plan, actor=actor, at=now)
         self.invalidate(f"rotation ({plan.action})")
         self.refresh()
         return plan
+
+    def _check_promotable(self, plan: Plan) -> None:
+        try:
+            self._store.check_promotable(plan)
+        except (SealError, KeyMaterialError, KeySetCorrupt) as exc:
+            log.error("refused to promote a damaged signing key", extra={"error": str(exc)})
+            raise Conflict(
+                f"the next signing key cannot be opened ({exc}); nothing was changed. "
+                "Run an emergency rotation (cairn keys rotate --emergency) to replace it"
+            ) from None
 
     def trim(self, actor: Actor) -> Plan:
         now = self._clock.now()
@@ -239,6 +262,7 @@ class Issuer:
         plan = lifecycle.tick(self._store.load(), now, self.policy)
         if plan.empty:
             return None
+        self._check_promotable(plan)
         try:
             self._store.apply(plan, actor=_system(), at=now)
         except RotationConflict:

@@ -17,7 +17,7 @@ from cairn.audit.log import Actor, record
 from cairn.crypto import Keyring
 from cairn.db.engine import Database, affected
 from cairn.identity import keys as k
-from cairn.identity.errors import RotationConflict
+from cairn.identity.errors import KeySetCorrupt, RotationConflict
 from cairn.identity.model import OidcSigningKey
 from cairn.identity.plan import NewKey, Plan
 
@@ -64,6 +64,19 @@ class SqlKeyStore:
             if key.state == "active" and row.sealed_private_key is not None:
                 return keys, k.open_private_key(self._keyring, key, row.sealed_private_key)
         return keys, None
+
+    def check_promotable(self, plan: Plan) -> None:
+        """Before a plan makes a key active: its sealed private key must open, or nothing may
+        change (a damaged key found after promotion would stop every mint)."""
+        promoted = {t.key_id for t in plan.transitions if t.to_state == "active"}
+        if not promoted:
+            return
+        with self._db.unit_of_work() as s:
+            rows = list(s.scalars(select(OidcSigningKey).where(OidcSigningKey.id.in_(promoted))))
+        for row in rows:
+            if row.sealed_private_key is None:
+                raise KeySetCorrupt(f"signing key version {row.version} has no private key")
+            k.open_private_key(self._keyring, to_signing_key(row), row.sealed_private_key)
 
     def apply(self, plan: Plan, *, actor: Actor, at: datetime) -> list[k.SigningKey]:
         """Apply ``plan`` atomically. Raises RotationConflict when another rotation changed the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -166,6 +166,10 @@ class OrganizationService:
                 raise Conflict(
                     f"organization {name!r} has {locked} locked workspace(s); unlock them first"
                 )
+            # The organization token's service account (and so its tokens) goes with it.
+            s.execute(
+                delete(User).where(User.username == f"api-org-{org.name}", User.is_service_account)
+            )
             s.delete(org)
             s.commit()
 

@@ -24,6 +24,7 @@ from cairn.organizations.service import OrganizationService
 from cairn.rbac.model import Grant, Role, Team, TeamMembership
 from cairn.rbac.roles import BUILTIN_ROLES, ORG_ACCESS_FLAGS, OWNERS_TEAM, TFE_ACCESS_LEVELS
 from cairn.workspaces.model import Workspace
+from cairn.workspaces.service import WorkspaceService
 
 SERVICE_PREFIXES = ("api-org-", "api-team-")
 _PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!-]{1,255}$")
@@ -302,15 +303,10 @@ class RbacService:
             return [self._grant_view(s, org, g) for g in s.scalars(stmt.order_by(Grant.created_at))]
 
     def org_of_workspace(self, principal: Principal, ws_id: str) -> str:
+        """The organization of a workspace the caller may read (404 otherwise)."""
         with self._db.unit_of_work() as s:
-            row = s.execute(
-                select(Organization.name)
-                .join(Workspace, Workspace.organization_id == Organization.id)
-                .where(Workspace.id == ws_id)
-            ).first()
-            if row is None:
-                raise NotFound(f"workspace {ws_id!r} not found")
-            return str(row[0])
+            org, _ = WorkspaceService.find(s, principal, ws_id)
+            return org.name
 
     def create_grant(
         self,
