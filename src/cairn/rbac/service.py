@@ -67,7 +67,14 @@ class RbacService:
             .join(Team, Team.organization_id == Organization.id)
             .where(Team.id == team_id)
         ).first()
-        if row is None or not principal.permissions(row[0].id):
+        visible = row is not None and (
+            principal.can(ORG_MANAGE, row[0].id)
+            or (
+                bool(principal.permissions(row[0].id))
+                and (row[1].visibility == "organization" or row[1].id in principal.access.team_ids)
+            )
+        )
+        if row is None or not visible:
             raise NotFound(f"team {team_id!r} not found, or you are not allowed to see it")
         return row[0], row[1]
 
@@ -102,6 +109,13 @@ class RbacService:
             teams = list(
                 s.scalars(select(Team).where(Team.organization_id == org.id).order_by(Team.name))
             )
+            if not principal.can(ORG_MANAGE, org.id):
+                # As in HCP Terraform: secret teams are visible to their members only.
+                teams = [
+                    t
+                    for t in teams
+                    if t.visibility == "organization" or t.id in principal.access.team_ids
+                ]
             members = self._members(s, [t.id for t in teams])
             return [TeamView(t, org, members[t.id]) for t in teams]
 
