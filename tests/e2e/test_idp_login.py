@@ -661,12 +661,6 @@ def test_login_started_at_one_replica_finished_at_another(
         op.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: /auth/oidc/callback does not pass the client address to "
-    "IdpClient.complete(source_address=...) and the login routes never call "
-    "audit.log.set_source, so auth.login.idp events have an empty source_address",
-)
 def test_idp_login_events_carry_the_source_address(main: Federation) -> None:
     """Issue 4 item 5: every audit event has a source address (the other login events do)."""
     server = main.server

@@ -954,7 +954,7 @@ def test_every_access_change_is_audited(world: World) -> None:
     assert not missing, f"access changes without an audit event: {missing}"
     assert len(w.audit.expected) >= 30
     # The tokens the admin created for the people are audited too (TFE authentication-tokens
-    # endpoints record `token.create`; terraform login records `auth.token.create`).
+    # endpoints and terraform login both record `token.create`).
     tokens = tfe_api.document(
         w.admin.api.get(
             "/api/cairn/v1/audit-events",

@@ -509,7 +509,7 @@ def test_terraform_login_then_init_and_apply(
     assert authorized[0]["source"] == "127.0.0.1"
     created = [
         e
-        for e in audit_events(server, "auth.token.create", before)
+        for e in audit_events(server, "token.create", before)
         if e["details"].get("via") == "terraform login"
     ]
     assert len(created) == 1 and created[0]["actor"] == "admin"

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from cairn.audit.log import set_source
 from cairn.auth.login import (
     LoginRejected,
     OAuthError,
@@ -33,7 +34,9 @@ def _ctx(request: Request) -> AppContext:
 
 
 def _source(request: Request) -> str:
-    return request.client.host if request.client else ""
+    address = request.client.host if request.client else ""
+    set_source(address)  # for audit events written by the services this request calls
+    return address
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -94,7 +97,9 @@ async def idp_callback(request: Request) -> Response:
     if ctx.idp is None:
         return HTMLResponse(error_page("no identity provider is configured"), status_code=404)
     try:
-        login = await run_in_threadpool(ctx.idp.complete, dict(request.query_params))
+        login = await run_in_threadpool(
+            ctx.idp.complete, dict(request.query_params), source_address=_source(request)
+        )
         user_id = await run_in_threadpool(
             upsert_idp_user,
             ctx.db,
