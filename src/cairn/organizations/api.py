@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn.organizations import wire
-from cairn.organizations.model import Project
 from cairn.organizations.service import OrgUpdate, check_execution_mode
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import JsonApiResponse, page_from, pagination_meta, query
-
-
-def _default_project_id(call: Call, org_id: str) -> str | None:
-    with call.ctx.db.unit_of_work() as s:
-        return s.scalar(
-            select(Project.id).where(Project.organization_id == org_id, Project.is_default)
-        )
 
 
 async def create_organization(call: Call) -> Response:
@@ -28,7 +19,7 @@ async def create_organization(call: Call) -> Response:
     if mode is not None:
         check_execution_mode(mode, "/data/attributes/default-execution-mode")
     org = await call.run(call.ctx.organizations.create, call.principal, name, email, mode)
-    prj = await call.run(_default_project_id, call, org.id)
+    prj = await call.run(call.ctx.organizations.default_project_id, org.id)
     return JsonApiResponse({"data": wire.organization(org, call.principal, prj)}, status_code=201)
 
 
@@ -43,7 +34,7 @@ async def list_organizations(call: Call) -> Response:
 
 async def show_organization(call: Call) -> Response:
     org = await call.run(call.ctx.organizations.get, call.principal, call.param("org"))
-    prj = await call.run(_default_project_id, call, org.id)
+    prj = await call.run(call.ctx.organizations.default_project_id, org.id)
     return JsonApiResponse({"data": wire.organization(org, call.principal, prj)})
 
 
@@ -58,7 +49,7 @@ async def update_organization(call: Call) -> Response:
         default_execution_mode=mode,
     )
     org = await call.run(call.ctx.organizations.update, call.principal, call.param("org"), change)
-    prj = await call.run(_default_project_id, call, org.id)
+    prj = await call.run(call.ctx.organizations.default_project_id, org.id)
     return JsonApiResponse({"data": wire.organization(org, call.principal, prj)})
 
 

@@ -53,6 +53,12 @@ class OrganizationService:
             raise NotFound(f"organization {name!r} not found, or you are not allowed to see it")
         return org
 
+    def default_project_id(self, org_id: str) -> str | None:
+        with self._db.unit_of_work() as s:
+            return s.scalar(
+                select(Project.id).where(Project.organization_id == org_id, Project.is_default)
+            )
+
     # ---- organizations --------------------------------------------------------------------
 
     def create(
