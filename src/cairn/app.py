@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from cairn.audit import api as audit_api
+from cairn.audit.lane import AuditedLane
 from cairn.auth import api as auth_api
 from cairn.auth import login_api, tokens_api
 from cairn.auth.idp import IdpClient, IdpSettings, IdpUnreachable
@@ -98,6 +99,7 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
         issuer=issuer,
         rbac=RbacService(db, clock),
         login=LoginService(db, keyring, clock, tokens),
+        audited=AuditedLane(db),
     )
     tokens.ensure_admin()
     if settings.admin_token:
@@ -260,6 +262,9 @@ def create_app(ctx: AppContext) -> Starlette:
                     await task
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
+            # After the last request (uvicorn drains them before the lifespan ends): finish
+            # and commit whatever audited job is still queued.
+            await asyncio.to_thread(ctx.audited.close)
 
     app = Starlette(
         routes=routes,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cairn.audit.lane import AuditedLane
     from cairn.auth.login import IdentityProvider, LoginService
     from cairn.auth.tokens import TokenService
     from cairn.blobs.store import BlobStore
@@ -34,4 +35,5 @@ class AppContext:
     issuer: Issuer
     rbac: RbacService
     login: LoginService
+    audited: AuditedLane  # jobs whose audit events commit together (token mints)
     idp: IdentityProvider | None = None

@@ -1,5 +1,6 @@
 """Writing audit events, inside the caller's transaction so an event exists exactly when the
-change it describes committed."""
+change it describes committed. (Events of actions that write nothing else, token mints, are
+committed in groups by ``cairn.audit.lane`` from the same rows.)"""
 
 from __future__ import annotations
 
@@ -42,6 +43,44 @@ def principal_actor(user_id: str, username: str) -> Actor:
     return Actor(user_id, username, _source.get())
 
 
+def event_row(
+    *,
+    at: datetime,
+    actor: Actor,
+    action: str,
+    subject: str,
+    outcome: str = "success",
+    **details: Any,
+) -> dict[str, Any]:
+    """The column values of one new event (a fresh id; subject and address cut to their
+    columns' sizes; details as compact JSON). Shared by ``record`` and ``cairn.audit.lane``
+    so that both store exactly the same row."""
+    return {
+        "id": ids.new_id("audit_event"),
+        "at": at,
+        "actor_id": actor.id,
+        "actor_name": actor.name,
+        "action": action,
+        "subject": subject[:255],
+        "source_address": (actor.source_address or _source.get())[:64],
+        "outcome": outcome,
+        "details": json.dumps(details, default=str, separators=(",", ":")),
+    }
+
+
+def log_event(row: dict[str, Any], subject: str) -> None:
+    """The log line that accompanies every recorded event (the full subject, not the cut one)."""
+    log.info(
+        "audit",
+        extra={
+            "action": row["action"],
+            "subject": subject,
+            "actor": row["actor_name"],
+            "outcome": row["outcome"],
+        },
+    )
+
+
 def record(
     s: Session,
     *,
@@ -52,20 +91,6 @@ def record(
     outcome: str = "success",
     **details: Any,
 ) -> None:
-    s.add(
-        AuditEvent(
-            id=ids.new_id("audit_event"),
-            at=at,
-            actor_id=actor.id,
-            actor_name=actor.name,
-            action=action,
-            subject=subject[:255],
-            source_address=(actor.source_address or _source.get())[:64],
-            outcome=outcome,
-            details=json.dumps(details, default=str, separators=(",", ":")),
-        )
-    )
-    log.info(
-        "audit",
-        extra={"action": action, "subject": subject, "actor": actor.name, "outcome": outcome},
-    )
+    row = event_row(at=at, actor=actor, action=action, subject=subject, outcome=outcome, **details)
+    s.add(AuditEvent(**row))
+    log_event(row, subject)

@@ -1,7 +1,9 @@
 """Reading the audit log: filtered, newest first, one page at a time.
 
 The log is append-only: events are written by ``cairn.audit.log.record`` inside the
-transaction of the change they describe, and nothing in cairn updates or deletes them.
+transaction of the change they describe (a token mint, which changes nothing else, by
+``cairn.audit.lane`` before the token is answered), and nothing in cairn updates or deletes
+them.
 """
 
 from __future__ import annotations

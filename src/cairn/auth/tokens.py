@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import secrets
 import string
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cairn import ids
@@ -20,6 +22,7 @@ from cairn.auth.model import ApiToken, User
 from cairn.auth.principal import Access, Principal
 from cairn.clock import Clock
 from cairn.crypto import Keyring
+from cairn.db.base import table_of
 from cairn.db.engine import Database
 from cairn.errors import Unauthorized
 from cairn.rbac.access import load_access
@@ -37,6 +40,63 @@ def new_token_value() -> str:
     return TOKEN_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(43))
 
 
+class TokenRow(NamedTuple):
+    """The columns of a token and its user that authentication needs (``_BY_HASH``)."""
+
+    token_id: str
+    revoked_at: datetime | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    user_id: str
+    username: str
+    is_site_admin: bool
+    is_service_account: bool
+    disabled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Presented:
+    """What the database says about a presented token, read inside the caller's transaction
+    (``TokenService.lookup``). ``TokenService.admit`` then accepts or refuses it, after that
+    transaction, because accepting may write ``last_used_at``."""
+
+    now: datetime
+    row: TokenRow | None  # None: no such token
+    access: Access | None = None  # loaded only for a usable token of a non-site-admin
+
+    @property
+    def usable(self) -> bool:
+        """The token exists and is not revoked or expired, and its user is not disabled."""
+        row = self.row
+        return (
+            row is not None
+            and row.revoked_at is None
+            and (row.expires_at is None or row.expires_at > self.now)
+            and row.disabled_at is None
+        )
+
+
+_tok = table_of(ApiToken)
+_user = table_of(User)
+# One Core select per request (no entities, compiled once): the token and its user.
+_BY_HASH = (
+    select(
+        _tok.c.id,
+        _tok.c.revoked_at,
+        _tok.c.expires_at,
+        _tok.c.last_used_at,
+        _user.c.id,
+        _user.c.username,
+        _user.c.is_site_admin,
+        _user.c.is_service_account,
+        _user.c.disabled_at,
+    )
+    .join_from(_tok, _user, _user.c.id == _tok.c.user_id)
+    .where(_tok.c.token_hash == bindparam("digest"))
+)
+_TOUCH = update(_tok).where(_tok.c.id == bindparam("token_id")).values(last_used_at=bindparam("at"))
+
+
 class TokenService:
     def __init__(self, db: Database, keyring: Keyring, clock: Clock) -> None:
         self._db = db
@@ -46,41 +106,53 @@ class TokenService:
     def authenticate(self, token: str) -> Principal:
         """The principal behind a bearer token. Raises Unauthorized, never says why in detail
         beyond what helps the user (no hint whether a token ever existed)."""
+        with self._db.read_transaction() as conn:
+            presented = self.lookup(conn, token)
+        return self.admit(presented)
+
+    def lookup(self, conn: Connection, token: str) -> Presented:
+        """Read a bearer token, its user and (when usable) the user's access in ``conn``'s
+        transaction, so a caller can read what it needs next in the same transaction. Raises
+        Unauthorized, without a query, for a value that cannot be a token. Nothing is cached:
+        a revocation or an access change applies to the very next request."""
         if not token or len(token) > 512:
             raise Unauthorized(
                 "a valid API token is required: pass it as 'Authorization: Bearer <token>'"
             )
         digest = self._keys.token_hash(token)
         now = self._clock.now()
-        with self._db.unit_of_work() as s:
-            row = s.execute(
-                select(ApiToken, User)
-                .join(User, User.id == ApiToken.user_id)
-                .where(ApiToken.token_hash == digest)
-            ).first()
-            access = (
-                load_access(s, row[1]) if row is not None and not row[1].is_site_admin else None
-            )
+        found = conn.execute(_BY_HASH, {"digest": digest}).first()
+        presented = Presented(now, None if found is None else TokenRow(*found))
+        row = presented.row
+        if row is None or not presented.usable or row.is_site_admin:
+            return presented  # a site admin may do everything: no access to load
+        access = load_access(
+            conn, row.user_id, row.username, is_service_account=row.is_service_account
+        )
+        return Presented(now, row, access)
+
+    def admit(self, presented: Presented) -> Principal:
+        """The principal of a looked-up token, or Unauthorized saying why not. Records when the
+        token was last used (at most once per ``_LAST_USED_GRANULARITY``)."""
+        row, now = presented.row, presented.now
         if row is None:
             raise Unauthorized("the API token is not valid; check it, or create a new one")
-        tok, user = row
-        if tok.revoked_at is not None:
+        if row.revoked_at is not None:
             raise Unauthorized("the API token has been revoked; create a new one")
-        if tok.expires_at is not None and tok.expires_at <= now:
+        if row.expires_at is not None and row.expires_at <= now:
             raise Unauthorized("the API token has expired; create a new one")
-        if tok.last_used_at is None or now - tok.last_used_at >= _LAST_USED_GRANULARITY:
-            with self._db.unit_of_work(write=True) as s:
-                s.execute(update(ApiToken).where(ApiToken.id == tok.id).values(last_used_at=now))
-                s.commit()
-        if user.disabled_at is not None:
+        if row.last_used_at is None or now - row.last_used_at >= _LAST_USED_GRANULARITY:
+            with self._db.write_transaction() as conn:
+                conn.execute(_TOUCH, {"token_id": row.token_id, "at": now})
+        if row.disabled_at is not None:
             raise Unauthorized("this user is disabled; ask an administrator")
         return Principal(
-            user_id=user.id,
-            username=user.username,
-            is_site_admin=user.is_site_admin,
-            token_id=tok.id,
-            access=access or Access(),
-            is_service_account=user.is_service_account,
+            user_id=row.user_id,
+            username=row.username,
+            is_site_admin=row.is_site_admin,
+            token_id=row.token_id,
+            access=presented.access or Access(),
+            is_service_account=row.is_service_account,
         )
 
     # ---- bootstrap ------------------------------------------------------------------------

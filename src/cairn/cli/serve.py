@@ -120,6 +120,7 @@ def serve(
         **ssl,  # type: ignore[arg-type]
     )
     _GracefulServer(config).run()
+    startup.ctx.audited.close()  # normally done by the app's shutdown already
     startup.ctx.db.dispose()
 
 

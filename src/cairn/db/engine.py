@@ -7,12 +7,14 @@ write, so two writers queue on the database lock instead of failing half-way wit
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 _WRITE = "cairn_write"
@@ -48,7 +50,14 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
             write = conn.get_execution_options().get(_WRITE, False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            # On the driver's connection: a statement through SQLAlchemy (exec_driver_sql)
+            # would cost as much as the rest of a short transaction. Errors are wrapped as
+            # SQLAlchemy would have (e.g. OperationalError for "database is locked").
+            statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+            try:
+                conn.connection.dbapi_connection.execute(statement)
+            except sqlite3.Error as exc:
+                raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
         return engine
     return create_engine(
@@ -85,6 +94,35 @@ class Database:
             # close() ends an uncommitted transaction (rollback) and detaches the objects
             # without expiring them, so services can return what they loaded.
             session.close()
+            if serialise:
+                self._sqlite_writer.release()
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[Connection]:
+        """A Core read transaction without a Session (one snapshot, rolled back at the end),
+        for hot paths that select a few columns: the Session's machinery costs more there
+        than the queries."""
+        with self.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                yield conn
+            finally:
+                transaction.rollback()
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Connection]:
+        """A Core write transaction without a Session, for hot paths that write a few rows with
+        Core statements: committed when the body returns, rolled back if it raises. Serialised
+        on SQLite like ``unit_of_work(write=True)``."""
+        serialise = self.is_sqlite
+        if serialise:
+            self._sqlite_writer.acquire()
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    yield conn
+        finally:
             if serialise:
                 self._sqlite_writer.release()
 

@@ -4,6 +4,7 @@ API for keys, and minting tokens for pipelines that run Terraform themselves."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -11,17 +12,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from cairn.audit.lane import Stage
 from cairn.audit.log import Actor
 from cairn.clock import iso8601
-from cairn.errors import BadRequest, Forbidden, Invalid, NotFound
+from cairn.errors import ApiError, BadRequest, Forbidden, Invalid, NotFound, PayloadTooLarge
 from cairn.identity.discovery import Document
-from cairn.identity.issuer import Issuer
+from cairn.identity.issuer import Issuer, Minted
 from cairn.identity.plan import Plan
 from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import parse_json
 
 # Longer requests are accepted and capped at the issuer's maximum token lifetime (6 h default).
 MAX_TTL_SECONDS = 366 * 24 * 3600
+MINT_BODY_LIMIT = 64 * 1024
 _Headers = list[tuple[bytes, bytes]]
 
 
@@ -126,8 +129,19 @@ async def trim_keys(call: Call) -> Response:
     return JSONResponse({"data": {"trim": _plan_doc(plan), "keys": keys}})
 
 
-async def mint_id_token(call: Call) -> Response:
-    body = parse_json(await call.body(64 * 1024))
+@dataclass(frozen=True)
+class MintRequest:
+    """A checked ``POST …/id-tokens`` body."""
+
+    audience: str | list[str]
+    phase: str
+    ttl: timedelta
+    run_id: str | None
+
+
+def parse_mint_request(raw: bytes) -> MintRequest:
+    """Check the body of a mint request (BadRequest / Invalid naming the member)."""
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object with 'audience' and 'run_phase'")
     audience = body.get("audience")
@@ -154,17 +168,42 @@ async def mint_id_token(call: Call) -> Response:
     run_id = body.get("run_id")
     if run_id is not None and not isinstance(run_id, str):
         raise Invalid("run_id must be a string", pointer="/run_id")
+    return MintRequest(audience_value, phase, timedelta(seconds=ttl), run_id)
+
+
+async def mint_id_token(call: Call) -> Response:
+    """The hot path (pipelines mint for every plan and apply): one job on the audited lane
+    authenticates the caller, reads the workspace in the same transaction, signs, and stages
+    the audit event, which commits with those of concurrent mints before the token is
+    answered. The order of the answers is that of any other endpoint: no token (401), bad
+    token (401), body (413/400/422), workspace (404/403), then the mint."""
+    try:
+        raw: bytes | ApiError = await call.body(MINT_BODY_LIMIT)
+    except PayloadTooLarge as err:
+        raw = err  # answered after authentication, like a body read after it
+    issuer = _issuer(call)
+    ws_id = call.param("workspace_id")
     client = call.request.client
-    minted = await call.run(
-        _issuer(call).mint,
-        call.principal,
-        call.param("workspace_id"),
-        audience=audience_value,
-        phase=phase,
-        ttl=timedelta(seconds=ttl),
-        run_id=run_id,
-        source_address=client.host if client else "",
-    )
+    source_address = client.host if client else ""
+
+    def mint(audit: Stage) -> Minted:
+        principal, place = call.authenticate_reading(lambda conn: issuer.locate(conn, ws_id))
+        if isinstance(raw, ApiError):
+            raise raw
+        request = parse_mint_request(raw)
+        return issuer.mint(
+            principal,
+            ws_id,
+            place,
+            audience=request.audience,
+            phase=request.phase,
+            ttl=request.ttl,
+            run_id=request.run_id,
+            source_address=source_address,
+            audit=audit,
+        )
+
+    minted = await call.ctx.audited.run(mint)
     return JSONResponse(
         {
             "token": minted.token,
@@ -193,5 +232,5 @@ def cairn_routes() -> list[Route]:
         route("/admin/oidc/keys", list_keys, ["GET"]),
         route("/admin/oidc/keys/rotate", rotate_keys, ["POST"]),
         route("/admin/oidc/keys/trim", trim_keys, ["POST"]),
-        route("/workspaces/{workspace_id}/id-tokens", mint_id_token, ["POST"]),
+        route("/workspaces/{workspace_id}/id-tokens", mint_id_token, ["POST"], auth="deferred"),
     ]

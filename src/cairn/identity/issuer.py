@@ -14,14 +14,16 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 
 from cairn import ids
-from cairn.audit.log import Actor, record
-from cairn.auth.principal import RUN_APPLY, RUN_PLAN, Principal
+from cairn.audit.lane import Stage
+from cairn.audit.log import Actor
+from cairn.auth.principal import RUN_APPLY, RUN_PLAN, WORKSPACE_READ, Principal
 from cairn.clock import Clock
+from cairn.db.base import table_of
 from cairn.db.engine import Database
 from cairn.errors import Conflict, Forbidden, Invalid, NotFound, SealError, Unavailable
 from cairn.identity import discovery, lifecycle, tokens
@@ -29,11 +31,39 @@ from cairn.identity.errors import KeyMaterialError, KeySetCorrupt, RotationConfl
 from cairn.identity.keys import SigningKey
 from cairn.identity.plan import Plan
 from cairn.identity.store import SqlKeyStore
-from cairn.organizations.model import Project
-from cairn.workspaces.service import WorkspaceService
+from cairn.organizations.model import Organization, Project
+from cairn.workspaces.model import Workspace
+from cairn.workspaces.service import workspace_not_found
 
 log = logging.getLogger("cairn.identity")
 _RUN_ID = re.compile(r"^run-[A-Za-z0-9]{1,40}$")
+
+_ws = table_of(Workspace)
+_org = table_of(Organization)
+_prj = table_of(Project)
+# What a token names, in one Core select (no entities): the workspace, its organization and
+# (outer join: checked after the caller's rights, as before) its project.
+_PLACE = (
+    select(_org.c.id, _org.c.name, _ws.c.id, _ws.c.name, _prj.c.id, _prj.c.name)
+    .select_from(
+        _ws.join(_org, _org.c.id == _ws.c.organization_id).outerjoin(
+            _prj, _prj.c.id == _ws.c.project_id
+        )
+    )
+    .where(_ws.c.id == bindparam("ws_id"))
+)
+
+
+class Place(NamedTuple):
+    """A workspace with its organization and project, by ID and current name, as read for a
+    mint (``Issuer.locate``); the project is None when it no longer exists."""
+
+    organization_id: str
+    organization_name: str
+    workspace_id: str
+    workspace_name: str
+    project_id: str | None
+    project_name: str | None
 
 
 @dataclass(frozen=True)
@@ -149,38 +179,55 @@ class Issuer:
 
     # ---- minting ----------------------------------------------------------------------------
 
+    @staticmethod
+    def locate(conn: Connection, ws_id: str) -> Place | None:
+        """The workspace a token is asked for, read in the caller's transaction (the one that
+        authenticated the caller); None when there is no such workspace. No access check:
+        ``mint`` does it."""
+        row = conn.execute(_PLACE, {"ws_id": ws_id}).first()
+        return None if row is None else Place(*row)
+
     def mint(
         self,
         principal: Principal,
         ws_id: str,
+        place: Place | None,
         *,
         audience: str | list[str],
         phase: str,
         ttl: timedelta,
         run_id: str | None,
         source_address: str,
+        audit: Stage,
     ) -> Minted:
-        with self._db.unit_of_work() as s:
-            org, ws = WorkspaceService.find(s, principal, ws_id)
-            needed = RUN_PLAN if phase == "plan" else RUN_APPLY
-            if phase in ("plan", "apply") and not principal.can(needed, org.id, ws.name, ws.id):
-                raise Forbidden(
-                    f"minting a {phase} token for {org.name}/{ws.name} needs the right to "
-                    f"{'queue plans' if phase == 'plan' else 'apply'} on that workspace"
-                )
-            project = s.scalar(select(Project).where(Project.id == ws.project_id))
-            if project is None:
-                raise NotFound("the workspace's project no longer exists")
+        """Sign a token for the workspace ``ws_id`` (``place``, from ``locate``). Its audit
+        event goes to ``audit``: the stage of an ``AuditedLane`` job, which answers the token
+        only once the event is committed."""
+        if place is None or not principal.can(
+            WORKSPACE_READ, place.organization_id, place.workspace_name, place.workspace_id
+        ):
+            raise workspace_not_found(ws_id)
+        needed = RUN_PLAN if phase == "plan" else RUN_APPLY
+        if phase in ("plan", "apply") and not principal.can(
+            needed, place.organization_id, place.workspace_name, place.workspace_id
+        ):
+            raise Forbidden(
+                f"minting a {phase} token for {place.organization_name}/{place.workspace_name} "
+                f"needs the right to {'queue plans' if phase == 'plan' else 'apply'} on that "
+                "workspace"
+            )
+        if place.project_id is None or place.project_name is None:
+            raise NotFound("the workspace's project no longer exists")
         if run_id is not None and not _RUN_ID.fullmatch(run_id):
             raise Invalid("run_id must look like run-<letters and digits>", pointer="/run_id")
         run_id = run_id or ids.new_id("run")
         workload = tokens.Workload(
-            organization_id=org.id,
-            organization_name=org.name,
-            project_id=project.id,
-            project_name=project.name,
-            workspace_id=ws.id,
-            workspace_name=ws.name,
+            organization_id=place.organization_id,
+            organization_name=place.organization_name,
+            project_id=place.project_id,
+            project_name=place.project_name,
+            workspace_id=place.workspace_id,
+            workspace_name=place.workspace_name,
         )
         now = self._clock.now()
         claims = tokens.workload_claims(
@@ -202,21 +249,17 @@ class Issuer:
                 "server log); an emergency rotation (cairn keys rotate --emergency) replaces it"
             )
         token = signer.sign(claims)
-        actor = Actor(principal.user_id, principal.username, source_address)
-        with self._db.unit_of_work(write=True) as s:
-            record(
-                s,
-                at=now,
-                actor=actor,
-                action="oidc.token.mint",
-                subject=str(claims["sub"]),
-                jti=claims["jti"],
-                kid=signer.kid,
-                aud=claims["aud"],
-                exp=claims["exp"],
-                run_id=run_id,
-            )
-            s.commit()
+        audit(
+            at=now,
+            actor=Actor(principal.user_id, principal.username, source_address),
+            action="oidc.token.mint",
+            subject=str(claims["sub"]),
+            jti=claims["jti"],
+            kid=signer.kid,
+            aud=claims["aud"],
+            exp=claims["exp"],
+            run_id=run_id,
+        )
         return Minted(token, tokens.expires_at(claims), run_id, str(claims["jti"]), signer.kid)
 
     # ---- lifecycle --------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,15 +27,29 @@ log = logging.getLogger("cairn.api")
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
+
+# True: the endpoint authenticates before the handler runs (one thread hop of its own).
+# "deferred": the handler authenticates, in the same thread hop and read transaction as its own
+# work (Call.authenticate_reading), for hot endpoints. False: no token (the handler checks
+# another credential, e.g. a signed upload URL).
+Auth = bool | Literal["deferred"]
 
 
 class Call:
     """One API request, with what its handler needs."""
 
-    def __init__(self, request: Request, ctx: AppContext, principal: Principal | None) -> None:
+    def __init__(
+        self,
+        request: Request,
+        ctx: AppContext,
+        principal: Principal | None,
+        bearer: str | None = None,
+    ) -> None:
         self.request = request
         self.ctx = ctx
         self._principal = principal
+        self._bearer = bearer  # the token of an auth="deferred" route, not yet checked
 
     @property
     def principal(self) -> Principal:
@@ -48,6 +63,25 @@ class Call:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking service code (database, disk) in the thread pool."""
         return await run_in_threadpool(fn, *args, **kwargs)
+
+    def authenticate_reading(self, read: Callable[[Connection], R]) -> tuple[Principal, R]:
+        """Blocking: for routes with ``auth="deferred"``, called off the event loop by the
+        handler's own job (so authentication costs no thread hop of its own). Looks the token
+        up and, for a usable token, runs ``read(conn)`` in the same read transaction; then admits
+        the token (Unauthorized as from any other endpoint; last-used time written) and returns
+        the principal with what ``read`` returned. Token, access and ``read`` see one snapshot,
+        read for this request: nothing is cached between requests."""
+        bearer = self._bearer
+        if bearer is None:  # not an auth="deferred" route
+            raise Unauthorized("a valid API token is required")
+        tokens = self.ctx.tokens
+        with self.ctx.db.read_transaction() as conn:
+            presented = tokens.lookup(conn, bearer)
+            found = (read(conn),) if presented.usable else ()
+        principal = tokens.admit(presented)  # raises unless the token was usable
+        assert found
+        self._principal = principal
+        return principal, found[0]
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refusing anything over ``limit`` bytes before reading it all."""
@@ -70,6 +104,17 @@ class Call:
         return parse_document(raw, expected_type, allow_blank_type=allow_blank_type)
 
 
+def required_bearer(request: Request) -> str:
+    """The request's bearer token; Unauthorized (no database access) when there is none."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized(
+            "a valid API token is required: pass it as 'Authorization: Bearer <token>' "
+            "(terraform login, or a credentials block in the CLI configuration)"
+        )
+    return token
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
@@ -83,19 +128,16 @@ def bearer_token(request: Request) -> str | None:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
-def endpoint(handler: Handler, *, auth: bool = True) -> Callable[[Request], Awaitable[Response]]:
+def endpoint(handler: Handler, *, auth: Auth = True) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         ctx: AppContext = request.app.state.ctx
         set_source(request.client.host if request.client else "")
         try:
+            if auth == "deferred":
+                return await handler(Call(request, ctx, None, required_bearer(request)))
             principal = None
             if auth:
-                token = bearer_token(request)
-                if token is None:
-                    raise Unauthorized(
-                        "a valid API token is required: pass it as 'Authorization: Bearer <token>' "
-                        "(terraform login, or a credentials block in the CLI configuration)"
-                    )
+                token = required_bearer(request)
                 principal = await run_in_threadpool(ctx.tokens.authenticate, token)
                 request.state.principal = principal
             return await handler(Call(request, ctx, principal))
@@ -106,7 +148,7 @@ def endpoint(handler: Handler, *, auth: bool = True) -> Callable[[Request], Awai
     return run
 
 
-def route(path: str, handler: Handler, methods: list[str], *, auth: bool = True) -> Route:
+def route(path: str, handler: Handler, methods: list[str], *, auth: Auth = True) -> Route:
     return Route(
         path, endpoint(handler, auth=auth), methods=methods, name=f"{handler.__name__}:{path}"
     )

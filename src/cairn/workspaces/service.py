@@ -33,6 +33,12 @@ from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
 MAX_WORKSPACE_NAME = 90
 
 
+def workspace_not_found(ws_id: str) -> NotFound:
+    """The answer for a workspace that does not exist and for one the caller may not read
+    (the same, so that existence does not leak)."""
+    return NotFound(f"workspace {ws_id!r} not found, or you are not allowed to see it")
+
+
 @dataclass
 class WorkspaceView:
     """A workspace with what its document shows: organization, tags, caller's permissions."""
@@ -98,7 +104,7 @@ class WorkspaceService:
             .where(Workspace.id == ws_id)
         ).first()
         if row is None or not principal.can(WORKSPACE_READ, row[0].id, row[1].name, row[1].id):
-            raise NotFound(f"workspace {ws_id!r} not found, or you are not allowed to see it")
+            raise workspace_not_found(ws_id)
         return row[0], row[1]
 
     @staticmethod
