@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +29,7 @@ from cairn.errors import Unauthorized
 from cairn.rbac.access import load_access
 
 log = logging.getLogger("cairn.auth")
+R = TypeVar("R")
 
 TOKEN_PREFIX = "cairn_"  # noqa: S105 - a public prefix for secret scanners, not a secret
 _ALPHABET = string.ascii_letters + string.digits
@@ -56,8 +58,8 @@ class TokenRow(NamedTuple):
 
 @dataclass(frozen=True)
 class Presented:
-    """What the database says about a presented token, read inside the caller's transaction
-    (``TokenService.lookup``). ``TokenService.admit`` then accepts or refuses it, after that
+    """What the database says about a presented token, read in a read transaction
+    (``TokenService._lookup``). ``TokenService._admit`` then accepts or refuses it, after that
     transaction, because accepting may write ``last_used_at``."""
 
     now: datetime
@@ -107,14 +109,28 @@ class TokenService:
         """The principal behind a bearer token. Raises Unauthorized, never says why in detail
         beyond what helps the user (no hint whether a token ever existed)."""
         with self._db.read_transaction() as conn:
-            presented = self.lookup(conn, token)
-        return self.admit(presented)
+            presented = self._lookup(conn, token)
+        return self._admit(presented)
 
-    def lookup(self, conn: Connection, token: str) -> Presented:
+    def authenticate_reading(
+        self, token: str, read: Callable[[Connection], R]
+    ) -> tuple[Principal, R]:
+        """``authenticate``, and ``read(conn)`` in the same read transaction (run only for a
+        usable token): for hot endpoints, whose own lookups then cost no transaction of their
+        own. The token, the user's access and what ``read`` sees are one snapshot, read for
+        this request: nothing is cached between requests."""
+        with self._db.read_transaction() as conn:
+            presented = self._lookup(conn, token)
+            found = (read(conn),) if presented.usable else ()
+        principal = self._admit(presented)  # raises unless the token was usable
+        assert found
+        return principal, found[0]
+
+    def _lookup(self, conn: Connection, token: str) -> Presented:
         """Read a bearer token, its user and (when usable) the user's access in ``conn``'s
-        transaction, so a caller can read what it needs next in the same transaction. Raises
-        Unauthorized, without a query, for a value that cannot be a token. Nothing is cached:
-        a revocation or an access change applies to the very next request."""
+        transaction. Raises Unauthorized, without a query, for a value that cannot be a token.
+        Nothing is cached: a revocation or an access change applies to the very next
+        request."""
         if not token or len(token) > 512:
             raise Unauthorized(
                 "a valid API token is required: pass it as 'Authorization: Bearer <token>'"
@@ -131,7 +147,7 @@ class TokenService:
         )
         return Presented(now, row, access)
 
-    def admit(self, presented: Presented) -> Principal:
+    def _admit(self, presented: Presented) -> Principal:
         """The principal of a looked-up token, or Unauthorized saying why not. Records when the
         token was last used (at most once per ``_LAST_USED_GRANULARITY``)."""
         row, now = presented.row, presented.now

@@ -181,13 +181,13 @@ async def mint_id_token(call: Call) -> Response:
         raw: bytes | ApiError = await call.body(MINT_BODY_LIMIT)
     except PayloadTooLarge as err:
         raw = err  # answered after authentication, like a body read after it
-    issuer = _issuer(call)
+    issuer, tokens, bearer = _issuer(call), call.ctx.tokens, call.bearer
     ws_id = call.param("workspace_id")
     client = call.request.client
     source_address = client.host if client else ""
 
     def mint(audit: Stage) -> Minted:
-        principal, place = call.authenticate_reading(lambda conn: issuer.locate(conn, ws_id))
+        principal, place = tokens.authenticate_reading(bearer, lambda c: issuer.locate(c, ws_id))
         if isinstance(raw, ApiError):
             raise raw
         request = parse_mint_request(raw)

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal, ParamSpec, TypeVar
 
-from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,12 +26,11 @@ log = logging.getLogger("cairn.api")
 
 P = ParamSpec("P")
 T = TypeVar("T")
-R = TypeVar("R")
 
 # True: the endpoint authenticates before the handler runs (one thread hop of its own).
-# "deferred": the handler authenticates, in the same thread hop and read transaction as its own
-# work (Call.authenticate_reading), for hot endpoints. False: no token (the handler checks
-# another credential, e.g. a signed upload URL).
+# "deferred": the handler authenticates Call.bearer itself, in the same thread hop and read
+# transaction as its own work (TokenService.authenticate_reading), for hot endpoints. False: no
+# token (the handler checks another credential, e.g. a signed upload URL).
 Auth = bool | Literal["deferred"]
 
 
@@ -64,24 +62,14 @@ class Call:
         """Run blocking service code (database, disk) in the thread pool."""
         return await run_in_threadpool(fn, *args, **kwargs)
 
-    def authenticate_reading(self, read: Callable[[Connection], R]) -> tuple[Principal, R]:
-        """Blocking: for routes with ``auth="deferred"``, called off the event loop by the
-        handler's own job (so authentication costs no thread hop of its own). Looks the token
-        up and, for a usable token, runs ``read(conn)`` in the same read transaction; then admits
-        the token (Unauthorized as from any other endpoint; last-used time written) and returns
-        the principal with what ``read`` returned. Token, access and ``read`` see one snapshot,
-        read for this request: nothing is cached between requests."""
-        bearer = self._bearer
-        if bearer is None:  # not an auth="deferred" route
+    @property
+    def bearer(self) -> str:
+        """The caller's token, not yet checked, on routes with ``auth="deferred"``: the handler
+        authenticates it in its own job (``TokenService.authenticate_reading``), so that
+        authentication costs no thread hop or transaction of its own."""
+        if self._bearer is None:  # not an auth="deferred" route
             raise Unauthorized("a valid API token is required")
-        tokens = self.ctx.tokens
-        with self.ctx.db.read_transaction() as conn:
-            presented = tokens.lookup(conn, bearer)
-            found = (read(conn),) if presented.usable else ()
-        principal = tokens.admit(presented)  # raises unless the token was usable
-        assert found
-        self._principal = principal
-        return principal, found[0]
+        return self._bearer
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refusing anything over ``limit`` bytes before reading it all."""
@@ -104,7 +92,7 @@ class Call:
         return parse_document(raw, expected_type, allow_blank_type=allow_blank_type)
 
 
-def required_bearer(request: Request) -> str:
+def _required_bearer(request: Request) -> str:
     """The request's bearer token; Unauthorized (no database access) when there is none."""
     token = bearer_token(request)
     if token is None:
@@ -134,10 +122,10 @@ def endpoint(handler: Handler, *, auth: Auth = True) -> Callable[[Request], Awai
         set_source(request.client.host if request.client else "")
         try:
             if auth == "deferred":
-                return await handler(Call(request, ctx, None, required_bearer(request)))
+                return await handler(Call(request, ctx, None, _required_bearer(request)))
             principal = None
             if auth:
-                token = required_bearer(request)
+                token = _required_bearer(request)
                 principal = await run_in_threadpool(ctx.tokens.authenticate, token)
                 request.state.principal = principal
             return await handler(Call(request, ctx, principal))
