@@ -66,7 +66,9 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
 
 
 class Database:
-    """The engine and its sessions. ``unit_of_work`` is the only way services touch rows."""
+    """The engine and its sessions. ``unit_of_work`` is the way services touch rows;
+    ``read_transaction`` / ``write_transaction`` are its Core counterparts for hot paths that
+    select or write a few columns (token lookups, audit events of token mints)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
