@@ -11,7 +11,7 @@ event is durable before the token leaves), and N concurrent mints pay for one fl
 Why one thread that runs the whole job (authentication, reads, signing) rather than a writer
 thread that only commits: in one process every thread hand-off contends for the GIL, and
 waking a thread is expensive on virtual machines. Measured at this endpoint with 4 concurrent
-mints, worker threads feeding a writer thread spent about 2 ms of CPU per token, a quarter of
+mints, worker threads feeding a writer thread spent about 2 ms of CPU per token, a fifth of
 it in the kernel switching threads; this lane about 1.2 ms. A batch costs two hand-offs (the
 event loop wakes the lane, the lane answers the loop once), and while the lane works the loop
 has little to contend for. Jobs that arrive while the lane is busy form the next batch, so
