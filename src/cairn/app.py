@@ -33,7 +33,6 @@ from cairn.context import AppContext
 from cairn.crypto import Keyring, load_or_create_secret
 from cairn.db import meta
 from cairn.db.engine import Database, make_engine
-from cairn.db.migrate import is_current, upgrade
 from cairn.errors import ApiError, MethodNotAllowed, NotFound, SecretKeyMismatch
 from cairn.identity import api as identity_api
 from cairn.identity.discovery import check_issuer
@@ -43,14 +42,15 @@ from cairn.identity.keys import as_alg
 from cairn.identity.lifecycle import RotationPolicy
 from cairn.identity.listener import RotationListener
 from cairn.identity.store import SqlKeyStore
+from cairn.migrations.migrate import is_current, upgrade
 from cairn.observe import Metrics, ObserveMiddleware
 from cairn.organizations import api as org_api
 from cairn.organizations.service import OrganizationService
-from cairn.rbac import api as rbac_api
-from cairn.rbac.service import RbacService
 from cairn.state import api as state_api
 from cairn.state.service import StateService
-from cairn.tfeapi import discovery
+from cairn.teams import api as teams_api
+from cairn.teams.service import RbacService
+from cairn.tfeapi import service_discovery as discovery
 from cairn.tfeapi.jsonapi import error_response
 from cairn.workspaces import api as ws_api
 from cairn.workspaces.service import WorkspaceService
@@ -193,7 +193,7 @@ def create_app(ctx: AppContext) -> Starlette:
         *org_api.routes(),
         *ws_api.routes(),
         *state_api.routes(),
-        *rbac_api.tfe_routes(),
+        *teams_api.tfe_routes(),
     ]
     routes = [
         Route(
@@ -212,7 +212,7 @@ def create_app(ctx: AppContext) -> Starlette:
             "/api/cairn/v1",
             routes=[
                 *identity_api.cairn_routes(),
-                *rbac_api.cairn_routes(),
+                *teams_api.cairn_routes(),
                 *audit_api.routes(),
             ],
         ),

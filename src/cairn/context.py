@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from cairn.db.engine import Database
     from cairn.identity.issuer import Issuer
     from cairn.organizations.service import OrganizationService
-    from cairn.rbac.service import RbacService
     from cairn.state.service import StateService
+    from cairn.teams.service import RbacService
     from cairn.workspaces.service import WorkspaceService
 
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cairn.tfeapi.discovery import API_VERSION, RATE_LIMIT
+from cairn.tfeapi.service_discovery import API_VERSION, RATE_LIMIT
 
 log = logging.getLogger("cairn.http")
 _SECRET_SEGMENT = re.compile(r"/(hosted-upload)/[^/?]+")

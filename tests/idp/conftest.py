@@ -18,7 +18,7 @@ from cairn.auth.idp import IdpClient, IdpSettings, JwksCache
 from cairn.clock import FrozenClock
 from cairn.crypto import Keyring
 from cairn.db.engine import Database, make_engine
-from cairn.db.migrate import upgrade
+from cairn.migrations.migrate import upgrade
 from tests.idp.fakes import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, FakeIdp
 from tests.support.oidc_op import OidcOp, oidc_op  # noqa: F401 - the session fixture
 

@@ -21,7 +21,7 @@ from sqlalchemy import event
 from cairn.audit.lane import AuditedLane, Stage
 from cairn.audit.log import Actor
 from cairn.db.engine import Database, make_engine
-from cairn.db.migrate import upgrade
+from cairn.migrations.migrate import upgrade
 
 ACTOR = Actor("user-AbCdEfGhIjKlMnOp", "pipeline", "192.0.2.7")
 REQUEST = contextvars.ContextVar("request", default="")

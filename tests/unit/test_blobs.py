@@ -16,8 +16,8 @@ from cairn.blobs.filesystem import FilesystemBlobStore
 from cairn.blobs.model import Blob, BlobChunk
 from cairn.blobs.store import CHUNK, BlobStore
 from cairn.db.engine import Database, make_engine
-from cairn.db.migrate import upgrade
 from cairn.errors import ConfigError, PayloadTooLarge
+from cairn.migrations.migrate import upgrade
 
 DATA = b"".join(i.to_bytes(4, "big") for i in range(700_000))  # 2.8 MB: several 1 MiB chunks
 

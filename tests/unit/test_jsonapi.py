@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cairn.errors import BadRequest, Invalid
-from cairn.tfeapi.jsonapi import Page, pagination_meta, parse_document
+from cairn.paging import Page
+from cairn.tfeapi.jsonapi import pagination_meta, parse_document
 
 
 def meta(number: int, size: int, total: int) -> dict[str, object]:

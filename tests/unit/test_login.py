@@ -31,8 +31,8 @@ from cairn.auth.tokens import TokenService
 from cairn.clock import FrozenClock
 from cairn.crypto import Keyring
 from cairn.db.engine import Database, make_engine
-from cairn.db.migrate import upgrade
 from cairn.errors import Unauthorized
+from cairn.migrations.migrate import upgrade
 
 MASTER = "unit-test-master-secret-0123456789abcdef"
 REDIRECT = "http://localhost:10007/login"
@@ -136,8 +136,8 @@ def test_code_just_inside_its_lifetime_works_once(login: Login) -> None:
     )
     login.clock.advance(CODE_TTL - timedelta(seconds=1))
     token = login.service.redeem(token_form(code, verifier), source="127.0.0.1")
-    principal = login.tokens.authenticate(token)
-    assert principal.username == "admin"
+    caller = login.tokens.authenticate(token)
+    assert caller.name == "admin"
     assert "already used" in redeem_fails(login, token_form(code, verifier))
 
 

@@ -13,8 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Engine, MetaData, String, inspect
 
 from cairn.db.engine import make_engine
-from cairn.db.migrate import current_revision, head_revision, is_current, upgrade
-from cairn.db.schema import metadata
+from cairn.migrations.migrate import current_revision, head_revision, is_current, upgrade
+from cairn.migrations.schema import metadata
 from tests.support.postgres import PostgresCluster
 
 

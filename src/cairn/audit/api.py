@@ -92,7 +92,7 @@ def parse_query(request: Request) -> AuditQuery:
 
 
 def _admin_only(call: Call) -> None:
-    if not call.principal.is_site_admin:
+    if not call.caller.is_site_admin:
         raise NotFound(_HIDDEN)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 
 from cairn.audit.model import AuditEvent
 from cairn.db.engine import Database
-from cairn.tfeapi.jsonapi import Page
+from cairn.paging import Page
 
 
 @dataclass(frozen=True)

@@ -49,13 +49,13 @@ def _user(call: Call, user_id: str) -> User:
 
 
 async def account_details(call: Call) -> Response:
-    user = await call.run(_user, call, call.principal.user_id)
+    user = await call.run(_user, call, call.caller.id)
     return JsonApiResponse({"data": user_doc(user, me=True)})
 
 
 async def show_user(call: Call) -> Response:
     user = await call.run(_user, call, call.param("id"))
-    return JsonApiResponse({"data": user_doc(user, me=user.id == call.principal.user_id)})
+    return JsonApiResponse({"data": user_doc(user, me=user.id == call.caller.id)})
 
 
 def routes() -> list[Route]:

@@ -4,9 +4,10 @@ Every token is a row of ``api_tokens`` owned by a user; only its keyed hash is s
 value is returned once, by the call that creates it. Organization and team tokens belong to
 service accounts made on demand (as in HCP Terraform):
 
-* ``api-org-<organization name>`` for the organization token (one per organization: creating
-  replaces it). RBAC recognises the name and grants the organization's rights.
-* ``api-team-<team id>`` for team tokens, a member of its team, so it has the team's rights.
+* the organization's account (``users.organization_id``) for the organization token (one per
+  organization: creating replaces it); authz grants it the organization's rights.
+* the team's account (``users.team_id``) for team tokens, a member of its team, so it has the
+  team's rights.
   A team has one descriptionless token (the legacy endpoint; creating replaces it) and any
   number of described ones (``/teams/{id}/authentication-tokens``).
 
@@ -29,26 +30,25 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cairn import ids
+from cairn import authz, ids
 from cairn.audit.log import Actor, record
 from cairn.auth.model import ApiToken, User
-from cairn.auth.principal import ORG_MANAGE, Principal
 from cairn.auth.tokens import new_token_value
+from cairn.authz.model import Team, TeamMembership
+from cairn.authz.permissions import ORG_MANAGE
+from cairn.authz.subject import ServiceAccount, Subject, org_service_name, team_service_name
 from cairn.clock import Clock, iso8601
 from cairn.crypto import Keyring
 from cairn.db.engine import Database, affected
 from cairn.errors import Conflict, Forbidden, Invalid, NotFound
 from cairn.organizations.model import Organization
-from cairn.rbac.model import Team, TeamMembership
-from cairn.tfeapi.jsonapi import Page
+from cairn.paging import Page
 
 KIND_USER = "user"
 KIND_ORGANIZATION = "organization"
 KIND_TEAM = "team"  # the team's one descriptionless token (legacy endpoint)
 KIND_TEAM_DESCRIBED = "team-described"  # one of a team's described tokens
 TEAM_KINDS = (KIND_TEAM, KIND_TEAM_DESCRIBED)
-ORG_SERVICE_PREFIX = "api-org-"
-TEAM_SERVICE_PREFIX = "api-team-"
 MEMBERSHIP_SOURCE = "token"  # TeamMembership.source of a team token's service account
 MAX_DESCRIPTION = 255
 _USERNAME_MAX = 100  # users.username
@@ -74,7 +74,7 @@ class Issued:
 
 
 class AuthenticationTokens:
-    """Creating, listing, reading and revoking API tokens on behalf of a principal."""
+    """Creating, listing, reading and revoking API tokens on behalf of a caller."""
 
     def __init__(self, db: Database, keyring: Keyring, clock: Clock) -> None:
         self._db = db
@@ -85,7 +85,7 @@ class AuthenticationTokens:
 
     def create_user_token(
         self,
-        principal: Principal,
+        caller: Subject,
         user_id: str,
         description: str,
         expires_at: datetime | None,
@@ -97,8 +97,8 @@ class AuthenticationTokens:
         now = self._clock.now()
         _check_expiry(expires_at, now)
         with self._db.unit_of_work(write=True) as s:
-            caller = _caller(s, principal)
-            if caller.is_service_account:
+            _caller(s, caller)
+            if isinstance(caller, ServiceAccount):
                 raise Forbidden(
                     "organization and team tokens may not create user tokens; use a person's "
                     "token (terraform login)"
@@ -106,7 +106,7 @@ class AuthenticationTokens:
             user = s.get(User, user_id)
             if user is None:
                 raise NotFound(f"user {user_id!r} not found")
-            if user.id != principal.user_id and not principal.is_site_admin:
+            if user.id != caller.id and not caller.is_site_admin:
                 raise Forbidden("you may create API tokens only for yourself")
             if user.is_service_account:
                 raise Invalid(
@@ -115,19 +115,19 @@ class AuthenticationTokens:
                 )
             if user.disabled_at is not None:
                 raise Invalid(f"user {user.username} is disabled; enable the user first")
-            issued = self._issue(s, principal, user, kind, description, expires_at, source_address)
+            issued = self._issue(s, caller, user, kind, description, expires_at, source_address)
             s.commit()
         return issued
 
     def list_user_tokens(
-        self, principal: Principal, user_id: str, page: Page
+        self, caller: Subject, user_id: str, page: Page
     ) -> tuple[list[TokenRow], int]:
         """The user's tokens that are not revoked (expired ones too), newest first."""
         with self._db.unit_of_work() as s:
-            caller = _caller(s, principal)
+            _caller(s, caller)
             user = s.get(User, user_id)
-            allowed = principal.is_site_admin or (
-                user is not None and user.id == principal.user_id and not caller.is_service_account
+            allowed = caller.is_site_admin or (
+                user is not None and user.id == caller.id and not isinstance(caller, ServiceAccount)
             )
             if user is None or not allowed:
                 raise NotFound(f"user {user_id!r} not found, or you may not see its tokens")
@@ -139,21 +139,21 @@ class AuthenticationTokens:
 
     # ---- any token by id --------------------------------------------------------------------
 
-    def get(self, principal: Principal, token_id: str) -> TokenRow:
+    def get(self, caller: Subject, token_id: str) -> TokenRow:
         with self._db.unit_of_work() as s:
-            return self._visible(s, principal, token_id)
+            return self._visible(s, caller, token_id)
 
-    def revoke(self, principal: Principal, token_id: str, *, source_address: str = "") -> None:
+    def revoke(self, caller: Subject, token_id: str, *, source_address: str = "") -> None:
         with self._db.unit_of_work(write=True) as s:
-            row = self._visible(s, principal, token_id)
-            self._revoke(s, principal, row, source_address, reason="revoked")
+            row = self._visible(s, caller, token_id)
+            self._revoke(s, caller, row, source_address, reason="revoked")
             s.commit()
 
     # ---- the organization token -------------------------------------------------------------
 
     def create_org_token(
         self,
-        principal: Principal,
+        caller: Subject,
         org_name: str,
         expires_at: datetime | None,
         *,
@@ -162,23 +162,23 @@ class AuthenticationTokens:
         """The organization's new token; the one before it (if any) is revoked."""
         now = self._clock.now()
         _check_expiry(expires_at, now)
-        username = ORG_SERVICE_PREFIX + org_name
+        username = org_service_name(org_name)
         with self._db.unit_of_work() as s:  # authorize before making a service account
-            _org_for_write(s, principal, org_name)
+            org_id = _org_for_write(s, caller, org_name).id
         if len(username) > _USERNAME_MAX:
             raise Invalid(
-                f"organization names longer than {_USERNAME_MAX - len(ORG_SERVICE_PREFIX)} "
+                f"organization names longer than {_USERNAME_MAX - len(username) + len(org_name)} "
                 "characters cannot have an organization token"
             )
-        service_id = self._service_account(username)
+        service_id = self._service_account(username, org_id)
         with self._db.unit_of_work(write=True) as s:
-            org = _org_for_write(s, principal, org_name)
+            org = _org_for_write(s, caller, org_name)
             svc = _lock_user(s, service_id)
             for old in _active(s, svc.id, (KIND_ORGANIZATION,)):
-                self._revoke(s, principal, TokenRow(old, svc), source_address, reason="replaced")
+                self._revoke(s, caller, TokenRow(old, svc), source_address, reason="replaced")
             issued = self._issue(
                 s,
-                principal,
+                caller,
                 svc,
                 KIND_ORGANIZATION,
                 "",
@@ -189,32 +189,30 @@ class AuthenticationTokens:
             s.commit()
         return issued
 
-    def get_org_token(self, principal: Principal, org_name: str) -> TokenRow:
+    def get_org_token(self, caller: Subject, org_name: str) -> TokenRow:
         with self._db.unit_of_work() as s:
-            org = _org_for_read(s, principal, org_name)
-            svc = s.scalar(select(User).where(User.username == ORG_SERVICE_PREFIX + org.name))
+            org = _org_for_read(s, caller, org_name)
+            svc = _org_service_account(s, org.id)
             token = _single(s, svc, (KIND_ORGANIZATION,))
             if svc is None or token is None:
                 raise NotFound(f"organization {org_name!r} has no organization token")
             return TokenRow(token, svc)
 
-    def revoke_org_token(
-        self, principal: Principal, org_name: str, *, source_address: str = ""
-    ) -> None:
+    def revoke_org_token(self, caller: Subject, org_name: str, *, source_address: str = "") -> None:
         with self._db.unit_of_work(write=True) as s:
-            org = _org_for_write(s, principal, org_name)
-            svc = s.scalar(select(User).where(User.username == ORG_SERVICE_PREFIX + org.name))
+            org = _org_for_write(s, caller, org_name)
+            svc = _org_service_account(s, org.id)
             token = _single(s, svc, (KIND_ORGANIZATION,))
             if svc is None or token is None:
                 raise NotFound(f"organization {org_name!r} has no organization token")
-            self._revoke(s, principal, TokenRow(token, svc), source_address, reason="revoked")
+            self._revoke(s, caller, TokenRow(token, svc), source_address, reason="revoked")
             s.commit()
 
     # ---- team tokens ------------------------------------------------------------------------
 
     def create_team_token(
         self,
-        principal: Principal,
+        caller: Subject,
         team_id: str,
         expires_at: datetime | None,
         *,
@@ -226,22 +224,24 @@ class AuthenticationTokens:
         now = self._clock.now()
         _check_expiry(expires_at, now)
         with self._db.unit_of_work() as s:  # authorize before making a service account
-            _team_for_write(s, principal, team_id)
-        service_id = self._service_account(TEAM_SERVICE_PREFIX + team_id, team_id=team_id)
+            _, found_org = _team_for_write(s, caller, team_id)
+        service_id = self._service_account(
+            team_service_name(team_id), found_org.id, team_id=team_id
+        )
         with self._db.unit_of_work(write=True) as s:
-            team, org = _team_for_write(s, principal, team_id)
+            team, org = _team_for_write(s, caller, team_id)
             svc = _lock_user(s, service_id)
             if description is None:
                 kind = KIND_TEAM
                 for old in _active(s, svc.id, (KIND_TEAM,)):
                     self._revoke(
-                        s, principal, TokenRow(old, svc, team.id), source_address, reason="replaced"
+                        s, caller, TokenRow(old, svc, team.id), source_address, reason="replaced"
                     )
             else:
                 kind = KIND_TEAM_DESCRIBED
             issued = self._issue(
                 s,
-                principal,
+                caller,
                 svc,
                 kind,
                 description or "",
@@ -253,39 +253,37 @@ class AuthenticationTokens:
             s.commit()
         return issued
 
-    def get_team_token(self, principal: Principal, team_id: str) -> TokenRow:
+    def get_team_token(self, caller: Subject, team_id: str) -> TokenRow:
         with self._db.unit_of_work() as s:
-            team, _ = _team_for_read(s, principal, team_id)
-            svc = s.scalar(select(User).where(User.username == TEAM_SERVICE_PREFIX + team.id))
+            team, _ = _team_for_read(s, caller, team_id)
+            svc = _team_service_account(s, team.id)
             token = _single(s, svc, (KIND_TEAM,))
             if svc is None or token is None:
                 raise NotFound(f"team {team_id!r} has no team token")
             return TokenRow(token, svc, team.id)
 
-    def revoke_team_token(
-        self, principal: Principal, team_id: str, *, source_address: str = ""
-    ) -> None:
+    def revoke_team_token(self, caller: Subject, team_id: str, *, source_address: str = "") -> None:
         with self._db.unit_of_work(write=True) as s:
-            team, _ = _team_for_write(s, principal, team_id)
-            svc = s.scalar(select(User).where(User.username == TEAM_SERVICE_PREFIX + team.id))
+            team, _ = _team_for_write(s, caller, team_id)
+            svc = _team_service_account(s, team.id)
             token = _single(s, svc, (KIND_TEAM,))
             if svc is None or token is None:
                 raise NotFound(f"team {team_id!r} has no team token")
-            self._revoke(s, principal, TokenRow(token, svc, team.id), source_address, "revoked")
+            self._revoke(s, caller, TokenRow(token, svc, team.id), source_address, "revoked")
             s.commit()
 
     def list_team_tokens(
-        self, principal: Principal, team_id: str, page: Page
+        self, caller: Subject, team_id: str, page: Page
     ) -> tuple[list[TokenRow], int]:
         with self._db.unit_of_work() as s:
-            team, _ = _team_for_read(s, principal, team_id)
+            team, _ = _team_for_read(s, caller, team_id)
             return self._team_tokens(s, [team.id], page)
 
     def list_org_team_tokens(
-        self, principal: Principal, org_name: str, page: Page
+        self, caller: Subject, org_name: str, page: Page
     ) -> tuple[list[TokenRow], int]:
         with self._db.unit_of_work() as s:
-            org = _org_for_read(s, principal, org_name)
+            org = _org_for_read(s, caller, org_name)
             team_ids = list(s.scalars(select(Team.id).where(Team.organization_id == org.id)))
             return self._team_tokens(s, team_ids, page)
 
@@ -295,11 +293,10 @@ class AuthenticationTokens:
     def _team_tokens(s: Session, team_ids: list[str], page: Page) -> tuple[list[TokenRow], int]:
         if not team_ids:
             return [], 0
-        names = [TEAM_SERVICE_PREFIX + t for t in team_ids]
         users = {
             u.id: u
             for u in s.scalars(
-                select(User).where(User.username.in_(names), User.is_service_account)
+                select(User).where(User.team_id.in_(team_ids), User.is_service_account)
             )
         }
         if not users:
@@ -313,7 +310,7 @@ class AuthenticationTokens:
         out = [TokenRow(t, users[t.user_id], _team_of(users[t.user_id])) for t in rows]
         return out, total
 
-    def _visible(self, s: Session, principal: Principal, token_id: str) -> TokenRow:
+    def _visible(self, s: Session, caller: Subject, token_id: str) -> TokenRow:
         """The token if the caller may see (and so manage) it; NotFound otherwise."""
         if not ids.looks_like("token", token_id):
             raise NotFound(_HIDDEN)
@@ -326,23 +323,31 @@ class AuthenticationTokens:
             raise NotFound(_HIDDEN)
         token, owner = found
         row = TokenRow(token, owner, _team_of(owner))
-        if principal.is_site_admin:
+        if caller.is_site_admin:
             return row
         if not owner.is_service_account:
-            if owner.id == principal.user_id:
+            if owner.id == caller.id:
                 return row
             raise NotFound(_HIDDEN)
         org_id = _service_org_id(s, owner)
-        if org_id is not None and principal.can(ORG_MANAGE, org_id):
+        if org_id is not None and authz.can(caller, ORG_MANAGE, org_id):
             return row
         raise NotFound(_HIDDEN)
 
-    def _service_account(self, username: str, *, team_id: str | None = None) -> str:
-        """The id of the service account ``username``, created (once, even under races) when
-        missing; for a team token it is made a member of the team."""
+    def _service_account(
+        self, username: str, organization_id: str, *, team_id: str | None = None
+    ) -> str:
+        """The id of the service account of an organization (or of a team), created (once,
+        even under races) when missing, named ``username``; for a team token it is made a
+        member of the team."""
         for _ in range(3):
             with self._db.unit_of_work(write=True) as s:
-                user = s.scalar(select(User).where(User.username == username))
+                if team_id is None:
+                    user = _org_service_account(s, organization_id)
+                else:
+                    user = _team_service_account(s, team_id)
+                if user is None:
+                    user = s.scalar(select(User).where(User.username == username))
                 if user is None:
                     user = User(
                         id=ids.new_id("user"),
@@ -350,10 +355,17 @@ class AuthenticationTokens:
                         email="",
                         is_site_admin=False,
                         is_service_account=True,
+                        organization_id=organization_id,
+                        team_id=team_id,
                         created_at=self._clock.now(),
                     )
                     s.add(user)
-                elif not user.is_service_account or user.is_site_admin:
+                elif (
+                    not user.is_service_account
+                    or user.is_site_admin
+                    or user.organization_id != organization_id
+                    or user.team_id != team_id
+                ):
                     # A person who picked this name must never receive an organization's token.
                     raise Conflict(
                         f"the user name {username!r} is taken by a person, so cairn cannot "
@@ -373,7 +385,7 @@ class AuthenticationTokens:
     def _issue(
         self,
         s: Session,
-        principal: Principal,
+        caller: Subject,
         owner: User,
         kind: str,
         description: str,
@@ -399,7 +411,7 @@ class AuthenticationTokens:
         record(
             s,
             at=now,
-            actor=_actor(principal, source_address),
+            actor=_actor(caller, source_address),
             action="token.create",
             subject=_subject(token),
             token_id=token.id,
@@ -414,7 +426,7 @@ class AuthenticationTokens:
         return Issued(TokenRow(token, owner, team_id), value)
 
     def _revoke(
-        self, s: Session, principal: Principal, row: TokenRow, source_address: str, reason: str
+        self, s: Session, caller: Subject, row: TokenRow, source_address: str, reason: str
     ) -> None:
         now = self._clock.now()
         done = affected(
@@ -429,7 +441,7 @@ class AuthenticationTokens:
         record(
             s,
             at=now,
-            actor=_actor(principal, source_address),
+            actor=_actor(caller, source_address),
             action="token.revoke",
             subject=_subject(row.token),
             token_id=row.token.id,
@@ -454,75 +466,80 @@ def _check_expiry(expires_at: datetime | None, now: datetime) -> None:
         )
 
 
-def _actor(principal: Principal, source_address: str) -> Actor:
-    return Actor(principal.user_id, principal.username, source_address)
+def _actor(caller: Subject, source_address: str) -> Actor:
+    return Actor(caller.id, caller.name, source_address)
 
 
 def _subject(token: ApiToken) -> str:
     return f"{token.id} ({token.description})" if token.description else token.id
 
 
-def _caller(s: Session, principal: Principal) -> User:
-    user = s.get(User, principal.user_id)
+def _caller(s: Session, caller: Subject) -> User:
+    user = s.get(User, caller.id)
     if user is None:  # deleted while the request ran: deny
         raise NotFound("your user no longer exists")
     return user
 
 
 def _team_of(user: User) -> str | None:
-    if user.is_service_account and user.username.startswith(TEAM_SERVICE_PREFIX):
-        return user.username[len(TEAM_SERVICE_PREFIX) :]
-    return None
+    return user.team_id if user.is_service_account else None
 
 
 def _service_org_id(s: Session, owner: User) -> str | None:
     """The organization an organization or team service account belongs to."""
-    name = owner.username
-    if name.startswith(ORG_SERVICE_PREFIX):
-        org_name = name[len(ORG_SERVICE_PREFIX) :]
-        return s.scalar(select(Organization.id).where(Organization.name == org_name))
-    team_id = _team_of(owner)
-    if team_id is not None:
-        return s.scalar(select(Team.organization_id).where(Team.id == team_id))
-    return None
+    return owner.organization_id if owner.is_service_account else None
 
 
-def _org_for_read(s: Session, principal: Principal, name: str) -> Organization:
+def _org_service_account(s: Session, organization_id: str) -> User | None:
+    return s.scalar(
+        select(User).where(
+            User.organization_id == organization_id,
+            User.team_id.is_(None),
+            User.is_service_account,
+        )
+    )
+
+
+def _team_service_account(s: Session, team_id: str) -> User | None:
+    return s.scalar(select(User).where(User.team_id == team_id, User.is_service_account))
+
+
+def _org_for_read(s: Session, caller: Subject, name: str) -> Organization:
     org = s.scalar(select(Organization).where(Organization.name == name))
-    if org is None or not principal.can(ORG_MANAGE, org.id):
+    if org is None or not authz.can(caller, ORG_MANAGE, org.id):
         raise NotFound(f"organization {name!r} not found, or you may not see its token")
     return org
 
 
-def _org_for_write(s: Session, principal: Principal, name: str) -> Organization:
+def _org_for_write(s: Session, caller: Subject, name: str) -> Organization:
     org = s.scalar(select(Organization).where(Organization.name == name))
-    if org is None or not principal.permissions(org.id):
+    if org is None or not authz.permissions(caller, org.id):
         raise NotFound(f"organization {name!r} not found, or you are not allowed to see it")
-    if not principal.can(ORG_MANAGE, org.id):
+    if not authz.can(caller, ORG_MANAGE, org.id):
         raise Forbidden(f"managing the tokens of organization {name!r} needs org:manage")
     return org
 
 
-def _team_for_read(s: Session, principal: Principal, team_id: str) -> tuple[Team, Organization]:
+def _team_for_read(s: Session, caller: Subject, team_id: str) -> tuple[Team, Organization]:
     found = s.execute(
         select(Team, Organization)
         .join(Organization, Organization.id == Team.organization_id)
         .where(Team.id == team_id)
     ).first()
-    if found is None or not principal.can(ORG_MANAGE, found[1].id):
+    if found is None or not authz.can(caller, ORG_MANAGE, found[1].id):
         raise NotFound(f"team {team_id!r} not found, or you may not see its tokens")
     return found[0], found[1]
 
 
-def _team_for_write(s: Session, principal: Principal, team_id: str) -> tuple[Team, Organization]:
+def _team_for_write(s: Session, caller: Subject, team_id: str) -> tuple[Team, Organization]:
     found = s.execute(
         select(Team, Organization)
         .join(Organization, Organization.id == Team.organization_id)
         .where(Team.id == team_id)
     ).first()
-    if found is None or not principal.permissions(found[1].id):
+    if found is None or not authz.permissions(caller, found[1].id):
         raise NotFound(f"team {team_id!r} not found, or you are not allowed to see it")
-    if not principal.can(ORG_MANAGE, found[1].id):
+    if not authz.can(caller, ORG_MANAGE, found[1].id):
         raise Forbidden(f"managing the tokens of team {team_id!r} needs org:manage")
     return found[0], found[1]
 

@@ -31,6 +31,7 @@ from cairn import ids
 from cairn.audit.log import Actor, record
 from cairn.auth.model import ApiToken, OAuthCode, User
 from cairn.auth.tokens import TokenService, new_token_value
+from cairn.authz.subject import is_reserved_name
 from cairn.clock import Clock
 from cairn.crypto import Keyring
 from cairn.db.engine import Database, affected
@@ -203,7 +204,7 @@ class LoginService:
     def login_with_token(self, token: str, req: AuthorizationRequest, *, source: str) -> str:
         """The form login (no IdP configured): an existing API token proves who you are."""
         try:
-            principal = self._tokens.authenticate(token.strip())
+            caller = self._tokens.authenticate(token.strip())
         except Unauthorized:
             with self._db.unit_of_work(write=True) as s:
                 record(
@@ -217,7 +218,7 @@ class LoginService:
                 )
                 s.commit()
             raise
-        return self.issue_code(principal.user_id, req, source=source, via="token form")
+        return self.issue_code(caller.id, req, source=source, via="token form")
 
     def redeem(self, form: dict[str, str], *, source: str) -> str:
         """The token endpoint: consume the code, check its bindings, answer a new API token."""
@@ -335,7 +336,7 @@ def upsert_idp_user(
 ) -> str:
     """The user behind an IdP identity (created at first login), with team memberships synced
     from the groups claim at every login — never frozen into a token. Returns the user ID."""
-    from cairn.rbac.model import Team, TeamMembership
+    from cairn.authz.model import Team, TeamMembership
 
     now = clock.now()
     with db.unit_of_work(write=True) as s:
@@ -343,7 +344,7 @@ def upsert_idp_user(
         if user is None:
             base = re.sub(r"[^A-Za-z0-9_-]", "-", preferred or email.split("@")[0] or "user")[:80]
             base = base.strip("-") or "user"
-            if base.startswith(("api-org-", "api-team-")):  # reserved for token accounts
+            if is_reserved_name(base):  # reserved for token accounts
                 base = "user-" + base
             name = base
             while s.scalar(select(User.id).where(User.username == name)) is not None:

@@ -17,8 +17,15 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(100), unique=True)
     email: Mapped[str] = mapped_column(String(255), default="")
     is_site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Team and organization tokens act as service accounts (as in HCP Terraform).
+    # Team and organization tokens act as service accounts (as in HCP Terraform). A service
+    # account belongs to its organization (and, for a team token, its team) and dies with it.
     is_service_account: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    organization_id: Mapped[str | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    team_id: Mapped[str | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     # People who log in through the IdP are identified by (issuer, sub), never by email.
     idp_issuer: Mapped[str | None] = mapped_column(String(255), nullable=True)
     idp_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -19,14 +19,15 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cairn import ids
-from cairn.auth.model import ApiToken, User
-from cairn.auth.principal import Access, Principal
+from cairn.auth.model import ApiToken
+from cairn.auth.model import User as UserRow
+from cairn.authz.access import Access, load_access
+from cairn.authz.subject import ServiceAccount, Subject, User
 from cairn.clock import Clock
 from cairn.crypto import Keyring
 from cairn.db.base import table_of
 from cairn.db.engine import Database
 from cairn.errors import Unauthorized
-from cairn.rbac.access import load_access
 
 log = logging.getLogger("cairn.auth")
 R = TypeVar("R")
@@ -54,6 +55,8 @@ class TokenRow(NamedTuple):
     is_site_admin: bool
     is_service_account: bool
     disabled_at: datetime | None
+    organization_id: str | None  # a service account's organization
+    team_id: str | None  # a team token's team
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class Presented:
 
 
 _tok = table_of(ApiToken)
-_user = table_of(User)
+_user = table_of(UserRow)
 # One Core select per request (no entities, compiled once): the token and its user.
 _BY_HASH = (
     select(
@@ -92,6 +95,8 @@ _BY_HASH = (
         _user.c.is_site_admin,
         _user.c.is_service_account,
         _user.c.disabled_at,
+        _user.c.organization_id,
+        _user.c.team_id,
     )
     .join_from(_tok, _user, _user.c.id == _tok.c.user_id)
     .where(_tok.c.token_hash == bindparam("digest"))
@@ -105,8 +110,8 @@ class TokenService:
         self._keys = keyring
         self._clock = clock
 
-    def authenticate(self, token: str) -> Principal:
-        """The principal behind a bearer token. Raises Unauthorized, never says why in detail
+    def authenticate(self, token: str) -> Subject:
+        """The caller behind a bearer token. Raises Unauthorized, never says why in detail
         beyond what helps the user (no hint whether a token ever existed)."""
         with self._db.read_transaction() as conn:
             presented = self._lookup(conn, token)
@@ -114,7 +119,7 @@ class TokenService:
 
     def authenticate_reading(
         self, token: str, read: Callable[[Connection], R]
-    ) -> tuple[Principal, R]:
+    ) -> tuple[Subject, R]:
         """``authenticate``, and ``read(conn)`` in the same read transaction (run only for a
         usable token): for hot endpoints, whose own lookups then cost no transaction of their
         own. The token, the user's access and what ``read`` sees are one snapshot, read for
@@ -122,9 +127,9 @@ class TokenService:
         with self._db.read_transaction() as conn:
             presented = self._lookup(conn, token)
             found = (read(conn),) if presented.usable else ()
-        principal = self._admit(presented)  # raises unless the token was usable
+        caller = self._admit(presented)  # raises unless the token was usable
         assert found
-        return principal, found[0]
+        return caller, found[0]
 
     def _lookup(self, conn: Connection, token: str) -> Presented:
         """Read a bearer token, its user and (when usable) the user's access in ``conn``'s
@@ -142,13 +147,12 @@ class TokenService:
         row = presented.row
         if row is None or not presented.usable or row.is_site_admin:
             return presented  # a site admin may do everything: no access to load
-        access = load_access(
-            conn, row.user_id, row.username, is_service_account=row.is_service_account
-        )
+        org_token = row.organization_id if row.team_id is None else None
+        access = load_access(conn, row.user_id, organization_id=org_token)
         return Presented(now, row, access)
 
-    def _admit(self, presented: Presented) -> Principal:
-        """The principal of a looked-up token, or Unauthorized saying why not. Records when the
+    def _admit(self, presented: Presented) -> Subject:
+        """The caller of a looked-up token, or Unauthorized saying why not. Records when the
         token was last used (at most once per ``_LAST_USED_GRANULARITY``)."""
         row, now = presented.row, presented.now
         if row is None:
@@ -162,25 +166,34 @@ class TokenService:
                 conn.execute(_TOUCH, {"token_id": row.token_id, "at": now})
         if row.disabled_at is not None:
             raise Unauthorized("this user is disabled; ask an administrator")
-        return Principal(
-            user_id=row.user_id,
-            username=row.username,
-            is_site_admin=row.is_site_admin,
+        access = presented.access or Access()
+        if row.organization_id is not None:
+            return ServiceAccount(
+                id=row.user_id,
+                name=row.username,
+                token_id=row.token_id,
+                organization_id=row.organization_id,
+                team_id=row.team_id,
+                access=access,
+            )
+        return User(
+            id=row.user_id,
+            name=row.username,
             token_id=row.token_id,
-            access=presented.access or Access(),
-            is_service_account=row.is_service_account,
+            is_site_admin=row.is_site_admin,
+            access=access,
         )
 
     # ---- bootstrap ------------------------------------------------------------------------
 
-    def ensure_admin(self) -> User:
+    def ensure_admin(self) -> UserRow:
         """The built-in site admin, created once even when several replicas start together."""
         now = self._clock.now()
         with self._db.unit_of_work(write=True) as s:
-            user = s.scalar(select(User).where(User.username == ADMIN_USERNAME))
+            user = s.scalar(select(UserRow).where(UserRow.username == ADMIN_USERNAME))
             if user is not None:
                 return user
-            user = User(
+            user = UserRow(
                 id=ids.new_id("user"),
                 username=ADMIN_USERNAME,
                 email="",
@@ -192,7 +205,7 @@ class TokenService:
                 s.commit()
             except IntegrityError:
                 s.rollback()
-                found = s.scalar(select(User).where(User.username == ADMIN_USERNAME))
+                found = s.scalar(select(UserRow).where(UserRow.username == ADMIN_USERNAME))
                 assert found is not None
                 return found
             log.info("created the built-in site admin", extra={"user_id": user.id})

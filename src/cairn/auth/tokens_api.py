@@ -130,7 +130,7 @@ async def create_user_token(call: Call) -> Response:
     description = doc.string("description", max_len=MAX_DESCRIPTION) or ""
     issued = await call.run(
         _service(call).create_user_token,
-        call.principal,
+        call.caller,
         call.param("user_id"),
         description,
         _expiry(doc),
@@ -142,7 +142,7 @@ async def create_user_token(call: Call) -> Response:
 async def list_user_tokens(call: Call) -> Response:
     rows, total = await call.run(
         _service(call).list_user_tokens,
-        call.principal,
+        call.caller,
         call.param("user_id"),
         page_from(call.request),
     )
@@ -153,13 +153,13 @@ async def list_user_tokens(call: Call) -> Response:
 
 
 async def show_token(call: Call) -> Response:
-    row = await call.run(_service(call).get, call.principal, call.param("id"))
+    row = await call.run(_service(call).get, call.caller, call.param("id"))
     return JsonApiResponse({"data": token_doc(row)})
 
 
 async def delete_token(call: Call) -> Response:
     await call.run(
-        _service(call).revoke, call.principal, call.param("id"), source_address=_source(call)
+        _service(call).revoke, call.caller, call.param("id"), source_address=_source(call)
     )
     return no_content()
 
@@ -172,7 +172,7 @@ async def create_org_token(call: Call) -> Response:
     doc = await _body(call)
     issued = await call.run(
         _service(call).create_org_token,
-        call.principal,
+        call.caller,
         call.param("org"),
         _expiry(doc),
         source_address=_source(call),
@@ -182,7 +182,7 @@ async def create_org_token(call: Call) -> Response:
 
 async def show_org_token(call: Call) -> Response:
     _no_token_type(call)
-    row = await call.run(_service(call).get_org_token, call.principal, call.param("org"))
+    row = await call.run(_service(call).get_org_token, call.caller, call.param("org"))
     return JsonApiResponse({"data": token_doc(row)})
 
 
@@ -190,7 +190,7 @@ async def delete_org_token(call: Call) -> Response:
     _no_token_type(call)
     await call.run(
         _service(call).revoke_org_token,
-        call.principal,
+        call.caller,
         call.param("org"),
         source_address=_source(call),
     )
@@ -205,7 +205,7 @@ async def create_team_token(call: Call) -> Response:
     doc = await _body(call)
     issued = await call.run(
         _service(call).create_team_token,
-        call.principal,
+        call.caller,
         call.param("team_id"),
         _expiry(doc),
         source_address=_source(call),
@@ -223,7 +223,7 @@ async def create_described_team_token(call: Call) -> Response:
         )
     issued = await call.run(
         _service(call).create_team_token,
-        call.principal,
+        call.caller,
         call.param("team_id"),
         _expiry(doc),
         description=description,
@@ -233,14 +233,14 @@ async def create_described_team_token(call: Call) -> Response:
 
 
 async def show_team_token(call: Call) -> Response:
-    row = await call.run(_service(call).get_team_token, call.principal, call.param("team_id"))
+    row = await call.run(_service(call).get_team_token, call.caller, call.param("team_id"))
     return JsonApiResponse({"data": token_doc(row)})
 
 
 async def delete_team_token(call: Call) -> Response:
     await call.run(
         _service(call).revoke_team_token,
-        call.principal,
+        call.caller,
         call.param("team_id"),
         source_address=_source(call),
     )
@@ -250,7 +250,7 @@ async def delete_team_token(call: Call) -> Response:
 async def list_team_tokens(call: Call) -> Response:
     rows, total = await call.run(
         _service(call).list_team_tokens,
-        call.principal,
+        call.caller,
         call.param("team_id"),
         page_from(call.request),
     )
@@ -260,7 +260,7 @@ async def list_team_tokens(call: Call) -> Response:
 async def list_org_team_tokens(call: Call) -> Response:
     rows, total = await call.run(
         _service(call).list_org_team_tokens,
-        call.principal,
+        call.caller,
         call.param("org"),
         page_from(call.request),
     )

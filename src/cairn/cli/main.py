@@ -36,7 +36,7 @@ def db_upgrade(database_url: str | None, data_dir: str | None) -> None:
     """Apply all migrations (cairn serve also does this at start)."""
     from cairn.config import from_environment
     from cairn.db.engine import make_engine
-    from cairn.db.migrate import current_revision, upgrade
+    from cairn.migrations.migrate import current_revision, upgrade
 
     settings = from_environment(database_url=database_url, data_dir=data_dir)
     engine = make_engine(settings.database_url)

@@ -82,7 +82,7 @@ def _issuer(call: Call) -> Issuer:
 
 def _actor(call: Call) -> Actor:
     client = call.request.client
-    return Actor(call.principal.user_id, call.principal.username, client.host if client else "")
+    return Actor(call.caller.id, call.caller.name, client.host if client else "")
 
 
 def _plan_doc(plan: Plan) -> dict[str, Any]:
@@ -95,14 +95,14 @@ def _plan_doc(plan: Plan) -> dict[str, Any]:
 
 
 async def list_keys(call: Call) -> Response:
-    if not call.principal.is_site_admin:
+    if not call.caller.is_site_admin:
         raise NotFound("there is no such resource, or you are not allowed to see it")
     keys = await call.run(_issuer(call).describe)
     return JSONResponse({"data": keys})
 
 
 async def rotate_keys(call: Call) -> Response:
-    if not call.principal.is_site_admin:
+    if not call.caller.is_site_admin:
         raise Forbidden("only a site admin may rotate signing keys")
     raw = await call.body(64 * 1024)
     body = parse_json(raw) if raw.strip() else {}
@@ -122,7 +122,7 @@ async def rotate_keys(call: Call) -> Response:
 
 
 async def trim_keys(call: Call) -> Response:
-    if not call.principal.is_site_admin:
+    if not call.caller.is_site_admin:
         raise Forbidden("only a site admin may trim signing keys")
     plan = await call.run(_issuer(call).trim, _actor(call))
     keys = await call.run(_issuer(call).describe)
@@ -187,12 +187,12 @@ async def mint_id_token(call: Call) -> Response:
     source_address = client.host if client else ""
 
     def mint(audit: Stage) -> Minted:
-        principal, place = tokens.authenticate_reading(bearer, lambda c: issuer.locate(c, ws_id))
+        caller, place = tokens.authenticate_reading(bearer, lambda c: issuer.locate(c, ws_id))
         if isinstance(raw, ApiError):
             raise raw
         request = parse_mint_request(raw)
         return issuer.mint(
-            principal,
+            caller,
             ws_id,
             place,
             audience=request.audience,

@@ -18,10 +18,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select
 
-from cairn import ids
+from cairn import authz, ids
 from cairn.audit.lane import Stage
 from cairn.audit.log import Actor
-from cairn.auth.principal import RUN_APPLY, RUN_PLAN, WORKSPACE_READ, Principal
+from cairn.authz.permissions import RUN_APPLY, RUN_PLAN, WORKSPACE_READ
+from cairn.authz.subject import Subject
 from cairn.clock import Clock
 from cairn.db.base import table_of
 from cairn.db.engine import Database
@@ -189,7 +190,7 @@ class Issuer:
 
     def mint(
         self,
-        principal: Principal,
+        caller: Subject,
         ws_id: str,
         place: Place | None,
         *,
@@ -203,13 +204,13 @@ class Issuer:
         """Sign a token for the workspace ``ws_id`` (``place``, from ``locate``). Its audit
         event goes to ``audit``: the stage of an ``AuditedLane`` job, which answers the token
         only once the event is committed."""
-        if place is None or not principal.can(
-            WORKSPACE_READ, place.organization_id, place.workspace_name, place.workspace_id
+        if place is None or not authz.can(
+            caller, WORKSPACE_READ, place.organization_id, place.workspace_name, place.workspace_id
         ):
             raise workspace_not_found(ws_id)
         needed = RUN_PLAN if phase == "plan" else RUN_APPLY
-        if phase in ("plan", "apply") and not principal.can(
-            needed, place.organization_id, place.workspace_name, place.workspace_id
+        if phase in ("plan", "apply") and not authz.can(
+            caller, needed, place.organization_id, place.workspace_name, place.workspace_id
         ):
             raise Forbidden(
                 f"minting a {phase} token for {place.organization_name}/{place.workspace_name} "
@@ -251,7 +252,7 @@ class Issuer:
         token = signer.sign(claims)
         audit(
             at=now,
-            actor=Actor(principal.user_id, principal.username, source_address),
+            actor=Actor(caller.id, caller.name, source_address),
             action="oidc.token.mint",
             subject=str(claims["sub"]),
             jti=claims["jti"],

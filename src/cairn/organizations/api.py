@@ -18,24 +18,24 @@ async def create_organization(call: Call) -> Response:
     mode = doc.string("default-execution-mode")
     if mode is not None:
         check_execution_mode(mode, "/data/attributes/default-execution-mode")
-    org = await call.run(call.ctx.organizations.create, call.principal, name, email, mode)
+    org = await call.run(call.ctx.organizations.create, call.caller, name, email, mode)
     prj = await call.run(call.ctx.organizations.default_project_id, org.id)
-    return JsonApiResponse({"data": wire.organization(org, call.principal, prj)}, status_code=201)
+    return JsonApiResponse({"data": wire.organization(org, call.caller, prj)}, status_code=201)
 
 
 async def list_organizations(call: Call) -> Response:
     page = page_from(call.request)
     orgs, total = await call.run(
-        call.ctx.organizations.list_organizations, call.principal, page, query(call.request, "q")
+        call.ctx.organizations.list_organizations, call.caller, page, query(call.request, "q")
     )
-    data = [wire.organization(o, call.principal) for o in orgs]
+    data = [wire.organization(o, call.caller) for o in orgs]
     return JsonApiResponse({"data": data, "meta": pagination_meta(page, total)})
 
 
 async def show_organization(call: Call) -> Response:
-    org = await call.run(call.ctx.organizations.get, call.principal, call.param("org"))
+    org = await call.run(call.ctx.organizations.get, call.caller, call.param("org"))
     prj = await call.run(call.ctx.organizations.default_project_id, org.id)
-    return JsonApiResponse({"data": wire.organization(org, call.principal, prj)})
+    return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
 
 
 async def update_organization(call: Call) -> Response:
@@ -48,18 +48,18 @@ async def update_organization(call: Call) -> Response:
         email=doc.string("email", max_len=255),
         default_execution_mode=mode,
     )
-    org = await call.run(call.ctx.organizations.update, call.principal, call.param("org"), change)
+    org = await call.run(call.ctx.organizations.update, call.caller, call.param("org"), change)
     prj = await call.run(call.ctx.organizations.default_project_id, org.id)
-    return JsonApiResponse({"data": wire.organization(org, call.principal, prj)})
+    return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
 
 
 async def delete_organization(call: Call) -> Response:
-    await call.run(call.ctx.organizations.delete, call.principal, call.param("org"))
+    await call.run(call.ctx.organizations.delete, call.caller, call.param("org"))
     return no_content()
 
 
 async def entitlement_set(call: Call) -> Response:
-    org = await call.run(call.ctx.organizations.get, call.principal, call.param("org"))
+    org = await call.run(call.ctx.organizations.get, call.caller, call.param("org"))
     return JsonApiResponse({"data": wire.entitlement_set(org)})
 
 
@@ -69,7 +69,7 @@ async def list_projects(call: Call) -> Response:
     names = [n for n in names_param.split(",") if n] if names_param else None
     org, rows, total = await call.run(
         call.ctx.organizations.list_projects,
-        call.principal,
+        call.caller,
         call.param("org"),
         page,
         names,
@@ -77,7 +77,7 @@ async def list_projects(call: Call) -> Response:
     )
     return JsonApiResponse(
         {
-            "data": [wire.project(org, p, call.principal) for p in rows],
+            "data": [wire.project(org, p, call.caller) for p in rows],
             "meta": pagination_meta(page, total),
         }
     )
@@ -88,33 +88,33 @@ async def create_project(call: Call) -> Response:
     name = doc.string("name", required=True, max_len=40) or ""
     org, prj = await call.run(
         call.ctx.organizations.create_project,
-        call.principal,
+        call.caller,
         call.param("org"),
         name,
         doc.string("description") or "",
     )
-    return JsonApiResponse({"data": wire.project(org, prj, call.principal)}, status_code=201)
+    return JsonApiResponse({"data": wire.project(org, prj, call.caller)}, status_code=201)
 
 
 async def show_project(call: Call) -> Response:
-    org, prj = await call.run(call.ctx.organizations.get_project, call.principal, call.param("id"))
-    return JsonApiResponse({"data": wire.project(org, prj, call.principal)})
+    org, prj = await call.run(call.ctx.organizations.get_project, call.caller, call.param("id"))
+    return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
 
 
 async def update_project(call: Call) -> Response:
     doc = await call.document("projects")
     org, prj = await call.run(
         call.ctx.organizations.update_project,
-        call.principal,
+        call.caller,
         call.param("id"),
         doc.string("name", max_len=40),
         doc.string("description"),
     )
-    return JsonApiResponse({"data": wire.project(org, prj, call.principal)})
+    return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
 
 
 async def delete_project(call: Call) -> Response:
-    await call.run(call.ctx.organizations.delete_project, call.principal, call.param("id"))
+    await call.run(call.ctx.organizations.delete_project, call.caller, call.param("id"))
     return no_content()
 
 

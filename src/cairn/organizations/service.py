@@ -8,17 +8,18 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cairn import ids
+from cairn import authz, ids
 from cairn.auth.model import User
-from cairn.auth.principal import ORG_MANAGE, WORKSPACE_READ, Principal
+from cairn.authz.model import Team, TeamMembership
+from cairn.authz.permissions import ORG_MANAGE, WORKSPACE_READ
+from cairn.authz.roles import OWNERS_TEAM
+from cairn.authz.subject import Subject, org_service_name
 from cairn.clock import Clock
 from cairn.db.engine import Database
 from cairn.errors import Conflict, Forbidden, Invalid, NotFound
 from cairn.names import check_project_name, check_slug
 from cairn.organizations.model import DEFAULT_PROJECT, Organization, Project
-from cairn.rbac.model import Team, TeamMembership
-from cairn.rbac.roles import OWNERS_TEAM
-from cairn.tfeapi.jsonapi import Page
+from cairn.paging import Page
 
 EXECUTION_MODES = ("local", "remote", "agent")
 
@@ -47,9 +48,9 @@ class OrganizationService:
     # ---- lookups used by every domain -----------------------------------------------------
 
     @staticmethod
-    def readable(s: Session, principal: Principal, name: str) -> Organization:
+    def readable(s: Session, caller: Subject, name: str) -> Organization:
         org = s.scalar(select(Organization).where(Organization.name == name))
-        if org is None or not principal.permissions(org.id):
+        if org is None or not authz.permissions(caller, org.id):
             raise NotFound(f"organization {name!r} not found, or you are not allowed to see it")
         return org
 
@@ -62,9 +63,9 @@ class OrganizationService:
     # ---- organizations --------------------------------------------------------------------
 
     def create(
-        self, principal: Principal, name: str, email: str, default_mode: str | None
+        self, caller: Subject, name: str, email: str, default_mode: str | None
     ) -> Organization:
-        if not principal.is_site_admin:
+        if not caller.is_site_admin:
             raise Forbidden("only a site admin may create organizations")
         check_slug("organization", name, max_len=100)
         now = self._clock.now()
@@ -105,12 +106,12 @@ class OrganizationService:
             )
             s.add(owners)
             s.flush()
-            s.add(TeamMembership(team_id=owners.id, user_id=principal.user_id, source="manual"))
+            s.add(TeamMembership(team_id=owners.id, user_id=caller.id, source="manual"))
             s.commit()
             return org
 
     def list_organizations(
-        self, principal: Principal, page: Page, query: str | None
+        self, caller: Subject, page: Page, query: str | None
     ) -> tuple[list[Organization], int]:
         with self._db.unit_of_work() as s:
             stmt = select(Organization)
@@ -119,26 +120,30 @@ class OrganizationService:
             orgs = [
                 o
                 for o in s.scalars(stmt.order_by(Organization.name))
-                if principal.permissions(o.id)
+                if authz.permissions(caller, o.id)
             ]
         return orgs[page.offset : page.offset + page.size], len(orgs)
 
-    def get(self, principal: Principal, name: str) -> Organization:
+    def get(self, caller: Subject, name: str) -> Organization:
         with self._db.unit_of_work() as s:
-            return self.readable(s, principal, name)
+            return self.readable(s, caller, name)
 
-    def update(self, principal: Principal, name: str, change: OrgUpdate) -> Organization:
+    def update(self, caller: Subject, name: str, change: OrgUpdate) -> Organization:
         with self._db.unit_of_work(write=True) as s:
-            org = self.readable(s, principal, name)
-            if not principal.can(ORG_MANAGE, org.id):
+            org = self.readable(s, caller, name)
+            if not authz.can(caller, ORG_MANAGE, org.id):
                 raise Forbidden(f"you may not change organization {name!r}")
             if change.name is not None and change.name != org.name:
                 check_slug("organization", change.name, max_len=100)
                 # The organization token's service account is named after the organization.
                 s.execute(
                     update(User)
-                    .where(User.username == f"api-org-{org.name}", User.is_service_account)
-                    .values(username=f"api-org-{change.name}")
+                    .where(
+                        User.organization_id == org.id,
+                        User.team_id.is_(None),
+                        User.is_service_account,
+                    )
+                    .values(username=org_service_name(change.name))
                     .execution_options(synchronize_session=False)
                 )
                 org.name = change.name
@@ -156,12 +161,12 @@ class OrganizationService:
                 ) from None
             return org
 
-    def delete(self, principal: Principal, name: str) -> None:
+    def delete(self, caller: Subject, name: str) -> None:
         from cairn.workspaces.model import Workspace
 
         with self._db.unit_of_work(write=True) as s:
-            org = self.readable(s, principal, name)
-            if not principal.can(ORG_MANAGE, org.id):
+            org = self.readable(s, caller, name)
+            if not authz.can(caller, ORG_MANAGE, org.id):
                 raise Forbidden(f"you may not delete organization {name!r}")
             locked = s.scalar(
                 select(func.count())
@@ -172,25 +177,22 @@ class OrganizationService:
                 raise Conflict(
                     f"organization {name!r} has {locked} locked workspace(s); unlock them first"
                 )
-            # The organization token's service account (and so its tokens) goes with it.
-            s.execute(
-                delete(User).where(User.username == f"api-org-{org.name}", User.is_service_account)
-            )
-            s.delete(org)
+            # Its service accounts (and so their tokens) go with it: ON DELETE CASCADE.
+            s.execute(delete(Organization).where(Organization.id == org.id))
             s.commit()
 
     # ---- projects -------------------------------------------------------------------------
 
     def list_projects(
         self,
-        principal: Principal,
+        caller: Subject,
         org_name: str,
         page: Page,
         names: list[str] | None,
         q: str | None,
     ) -> tuple[Organization, list[Project], int]:
         with self._db.unit_of_work() as s:
-            org = self.readable(s, principal, org_name)
+            org = self.readable(s, caller, org_name)
             stmt = select(Project).where(Project.organization_id == org.id)
             if names:
                 stmt = stmt.where(Project.name.in_(names))
@@ -201,12 +203,12 @@ class OrganizationService:
             return org, rows, total
 
     def create_project(
-        self, principal: Principal, org_name: str, name: str, description: str
+        self, caller: Subject, org_name: str, name: str, description: str
     ) -> tuple[Organization, Project]:
         check_project_name(name)
         with self._db.unit_of_work(write=True) as s:
-            org = self.readable(s, principal, org_name)
-            if not principal.can(ORG_MANAGE, org.id):
+            org = self.readable(s, caller, org_name)
+            if not authz.can(caller, ORG_MANAGE, org.id):
                 raise Forbidden(f"you may not create projects in organization {org_name!r}")
             prj = Project(
                 id=ids.new_id("project"),
@@ -225,27 +227,27 @@ class OrganizationService:
                 ) from None
             return org, prj
 
-    def get_project(self, principal: Principal, project_id: str) -> tuple[Organization, Project]:
+    def get_project(self, caller: Subject, project_id: str) -> tuple[Organization, Project]:
         with self._db.unit_of_work() as s:
-            return self._project(s, principal, project_id)
+            return self._project(s, caller, project_id)
 
     @staticmethod
-    def _project(s: Session, principal: Principal, project_id: str) -> tuple[Organization, Project]:
+    def _project(s: Session, caller: Subject, project_id: str) -> tuple[Organization, Project]:
         row = s.execute(
             select(Organization, Project)
             .join(Project, Project.organization_id == Organization.id)
             .where(Project.id == project_id)
         ).first()
-        if row is None or not principal.can(WORKSPACE_READ, row[0].id):
+        if row is None or not authz.can(caller, WORKSPACE_READ, row[0].id):
             raise NotFound(f"project {project_id!r} not found, or you are not allowed to see it")
         return row[0], row[1]
 
     def update_project(
-        self, principal: Principal, project_id: str, name: str | None, description: str | None
+        self, caller: Subject, project_id: str, name: str | None, description: str | None
     ) -> tuple[Organization, Project]:
         with self._db.unit_of_work(write=True) as s:
-            org, prj = self._project(s, principal, project_id)
-            if not principal.can(ORG_MANAGE, org.id):
+            org, prj = self._project(s, caller, project_id)
+            if not authz.can(caller, ORG_MANAGE, org.id):
                 raise Forbidden("you may not change this project")
             if name is not None and name != prj.name:
                 if prj.is_default:
@@ -264,12 +266,12 @@ class OrganizationService:
                 ) from None
             return org, prj
 
-    def delete_project(self, principal: Principal, project_id: str) -> None:
+    def delete_project(self, caller: Subject, project_id: str) -> None:
         from cairn.workspaces.model import Workspace
 
         with self._db.unit_of_work(write=True) as s:
-            org, prj = self._project(s, principal, project_id)
-            if not principal.can(ORG_MANAGE, org.id):
+            org, prj = self._project(s, caller, project_id)
+            if not authz.can(caller, ORG_MANAGE, org.id):
                 raise Forbidden("you may not delete this project")
             if prj.is_default:
                 raise Conflict("the Default Project cannot be deleted")

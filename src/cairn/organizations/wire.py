@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn.auth.principal import ORG_MANAGE, Principal
+from cairn import authz
+from cairn.authz.permissions import ORG_MANAGE
+from cairn.authz.subject import Subject
 from cairn.clock import iso8601
 from cairn.organizations.model import Organization, Project
 
 
 def organization(
-    org: Organization, principal: Principal, default_project_id: str | None = None
+    org: Organization, caller: Subject, default_project_id: str | None = None
 ) -> dict[str, Any]:
-    manage = principal.can(ORG_MANAGE, org.id)
+    manage = authz.can(caller, ORG_MANAGE, org.id)
     doc: dict[str, Any] = {
         "id": org.name,
         "type": "organizations",
@@ -100,8 +102,8 @@ def entitlement_set(org: Organization) -> dict[str, Any]:
     }
 
 
-def project(org: Organization, prj: Project, principal: Principal) -> dict[str, Any]:
-    manage = principal.can(ORG_MANAGE, org.id)
+def project(org: Organization, prj: Project, caller: Subject) -> dict[str, Any]:
+    manage = authz.can(caller, ORG_MANAGE, org.id)
     return {
         "id": prj.id,
         "type": "projects",

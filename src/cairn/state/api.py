@@ -43,7 +43,7 @@ async def create_state_version(call: Call) -> Response:
     new = NewVersion(
         serial=serial, md5=md5, lineage=lineage, force=force, state=state, json_state=json_state
     )
-    view = await call.run(call.ctx.states.create, call.principal, call.param("id"), new)
+    view = await call.run(call.ctx.states.create, call.caller, call.param("id"), new)
     background = None
     if view.sv.resource_count < 0:  # too large to count before answering: count it right after
         background = BackgroundTask(call.ctx.states.process, view.sv.id)
@@ -66,8 +66,8 @@ async def list_state_versions(call: Call) -> Response:
                 "filter[organization][name] and filter[workspace][name] are required",
                 parameter="filter[workspace][name]",
             )
-        ws_id = await call.run(call.ctx.workspaces.resolve, call.principal, org, ws)
-    views, total = await call.run(call.ctx.states.history, call.principal, ws_id, page)
+        ws_id = await call.run(call.ctx.workspaces.resolve, call.caller, org, ws)
+    views, total = await call.run(call.ctx.states.history, call.caller, ws_id, page)
     base = call.ctx.settings.public_url
     return JsonApiResponse(
         {
@@ -78,14 +78,14 @@ async def list_state_versions(call: Call) -> Response:
 
 
 async def show_state_version(call: Call) -> Response:
-    view = await call.run(call.ctx.states.get, call.principal, call.param("id"))
+    view = await call.run(call.ctx.states.get, call.caller, call.param("id"))
     return JsonApiResponse(
         {"data": wire.state_version(view, call.ctx.settings.public_url, call.ctx.states)}
     )
 
 
 async def current_state_version(call: Call) -> Response:
-    view = await call.run(call.ctx.states.current, call.principal, call.param("id"))
+    view = await call.run(call.ctx.states.current, call.caller, call.param("id"))
     return JsonApiResponse(
         {"data": wire.state_version(view, call.ctx.settings.public_url, call.ctx.states)}
     )
@@ -94,7 +94,7 @@ async def current_state_version(call: Call) -> Response:
 async def _download(call: Call, *, json_state: bool) -> Response:
     states = call.ctx.states
     digest, size, path = await call.run(
-        states.download, call.principal, call.param("id"), json_state=json_state
+        states.download, call.caller, call.param("id"), json_state=json_state
     )
     headers = {"Content-Length": str(size), "Cache-Control": "private, no-store"}
     if path is not None and not path.is_file():
@@ -148,7 +148,7 @@ async def hosted_upload(call: Call) -> Response:
 
 async def list_outputs(call: Call) -> Response:
     page = page_from(call.request)
-    view = await call.run(call.ctx.states.get, call.principal, call.param("id"))
+    view = await call.run(call.ctx.states.get, call.caller, call.param("id"))
     chosen = view.outputs[page.offset : page.offset + page.size]
     return JsonApiResponse(
         {"data": [wire.output(o) for o in chosen], "meta": pagination_meta(page, len(view.outputs))}
@@ -157,7 +157,7 @@ async def list_outputs(call: Call) -> Response:
 
 async def current_outputs(call: Call) -> Response:
     page = page_from(call.request)
-    view = await call.run(call.ctx.states.current, call.principal, call.param("id"))
+    view = await call.run(call.ctx.states.current, call.caller, call.param("id"))
     chosen = view.outputs[page.offset : page.offset + page.size]
     return JsonApiResponse(
         {"data": [wire.output(o) for o in chosen], "meta": pagination_meta(page, len(view.outputs))}
@@ -165,7 +165,7 @@ async def current_outputs(call: Call) -> Response:
 
 
 async def show_output(call: Call) -> Response:
-    out, _view = await call.run(call.ctx.states.output, call.principal, call.param("id"))
+    out, _view = await call.run(call.ctx.states.output, call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.output(out, reveal=True)})
 
 
@@ -177,7 +177,7 @@ async def rollback(call: Call) -> Response:
             "relationship 'rollback-state-version' names the version to roll back to",
             pointer="/data/relationships/rollback-state-version",
         )
-    view = await call.run(call.ctx.states.rollback, call.principal, call.param("id"), target)
+    view = await call.run(call.ctx.states.rollback, call.caller, call.param("id"), target)
     return JsonApiResponse(
         {"data": wire.state_version(view, call.ctx.settings.public_url, call.ctx.states)},
         status_code=201,

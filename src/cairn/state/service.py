@@ -24,10 +24,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cairn import ids
+from cairn import authz, ids
 from cairn.audit.log import Actor, principal_actor, record
 from cairn.auth.model import User
-from cairn.auth.principal import WORKSPACE_READ, WORKSPACE_WRITE, Principal
+from cairn.authz.permissions import WORKSPACE_READ, WORKSPACE_WRITE
+from cairn.authz.subject import Subject
 from cairn.blobs.store import BlobRef, BlobStore, BlobWriter
 from cairn.clock import Clock
 from cairn.config import Settings
@@ -35,9 +36,9 @@ from cairn.crypto import Keyring
 from cairn.db.engine import Database, affected
 from cairn.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from cairn.organizations.model import Organization
+from cairn.paging import Page
 from cairn.state import inspect
 from cairn.state.model import StateVersion, StateVersionOutput
-from cairn.tfeapi.jsonapi import Page
 from cairn.workspaces.model import Workspace
 from cairn.workspaces.service import WorkspaceService
 
@@ -93,12 +94,12 @@ class StateService:
     # ---- lookups ------------------------------------------------------------------------------
 
     def _find(
-        self, s: Session, principal: Principal, sv_id: str
+        self, s: Session, caller: Subject, sv_id: str
     ) -> tuple[Organization, Workspace, StateVersion]:
         sv = s.get(StateVersion, sv_id)
         if sv is None:
             raise NotFound(f"state version {sv_id!r} not found, or you are not allowed to see it")
-        org, ws = WorkspaceService.find(s, principal, sv.workspace_id)
+        org, ws = WorkspaceService.find(s, caller, sv.workspace_id)
         return org, ws, sv
 
     @staticmethod
@@ -113,25 +114,23 @@ class StateService:
                 found[o.state_version_id].append(o)
         return found
 
-    def get(self, principal: Principal, sv_id: str) -> VersionView:
+    def get(self, caller: Subject, sv_id: str) -> VersionView:
         with self._db.unit_of_work() as s:
-            org, ws, sv = self._find(s, principal, sv_id)
+            org, ws, sv = self._find(s, caller, sv_id)
             return VersionView(sv, org, ws, self._outputs(s, [sv.id])[sv.id])
 
-    def current(self, principal: Principal, ws_id: str) -> VersionView:
+    def current(self, caller: Subject, ws_id: str) -> VersionView:
         with self._db.unit_of_work() as s:
-            org, ws = WorkspaceService.find(s, principal, ws_id)
+            org, ws = WorkspaceService.find(s, caller, ws_id)
             if ws.current_state_version_id is None:
                 raise NotFound(f"workspace {org.name}/{ws.name} has no state yet")
             sv = s.get(StateVersion, ws.current_state_version_id)
             assert sv is not None
             return VersionView(sv, org, ws, self._outputs(s, [sv.id])[sv.id])
 
-    def history(
-        self, principal: Principal, ws_id: str, page: Page
-    ) -> tuple[list[VersionView], int]:
+    def history(self, caller: Subject, ws_id: str, page: Page) -> tuple[list[VersionView], int]:
         with self._db.unit_of_work() as s:
-            org, ws = WorkspaceService.find(s, principal, ws_id)
+            org, ws = WorkspaceService.find(s, caller, ws_id)
             base = select(StateVersion).where(
                 StateVersion.workspace_id == ws.id, StateVersion.status == "finalized"
             )
@@ -146,24 +145,22 @@ class StateService:
             outs = self._outputs(s, [r.id for r in rows])
             return [VersionView(r, org, ws, outs[r.id]) for r in rows], total
 
-    def output(
-        self, principal: Principal, output_id: str
-    ) -> tuple[StateVersionOutput, VersionView]:
+    def output(self, caller: Subject, output_id: str) -> tuple[StateVersionOutput, VersionView]:
         with self._db.unit_of_work() as s:
             out = s.get(StateVersionOutput, output_id)
             if out is None:
                 raise NotFound(f"state version output {output_id!r} not found")
-            org, ws, sv = self._find(s, principal, out.state_version_id)
+            org, ws, sv = self._find(s, caller, out.state_version_id)
             return out, VersionView(sv, org, ws, [])
 
     # ---- downloads ----------------------------------------------------------------------------
 
     def download(
-        self, principal: Principal, sv_id: str, *, json_state: bool = False
+        self, caller: Subject, sv_id: str, *, json_state: bool = False
     ) -> tuple[str, int, Path | None]:
         """(sha256, size, local path or None) of a finalized version's bytes."""
         with self._db.unit_of_work() as s:
-            _, _, sv = self._find(s, principal, sv_id)
+            _, _, sv = self._find(s, caller, sv_id)
         digest, size = (sv.json_sha256, sv.json_size) if json_state else (sv.sha256, sv.size)
         if sv.status != "finalized" or digest is None:
             raise NotFound(
@@ -177,18 +174,18 @@ class StateService:
     # ---- writing ------------------------------------------------------------------------------
 
     def _check_writable(
-        self, s: Session, principal: Principal, org: Organization, ws: Workspace, new: NewVersion
+        self, s: Session, caller: Subject, org: Organization, ws: Workspace, new: NewVersion
     ) -> StateVersion | None:
         """Apply the rules against the current version; returns the current version when the
         request is an idempotent repeat of it."""
-        if not principal.can(WORKSPACE_WRITE, org.id, ws.name, ws.id):
+        if not authz.can(caller, WORKSPACE_WRITE, org.id, ws.name, ws.id):
             raise Forbidden(f"you may not write state to workspace {org.name}/{ws.name}")
         if ws.locked_by_id is None:
             raise Conflict(
                 f"workspace {org.name}/{ws.name} is not locked and will only accept state "
                 "uploads when locked; lock it first (Terraform does this itself)"
             )
-        if not (ws.locked_by_kind == "users" and ws.locked_by_id == principal.user_id):
+        if not (ws.locked_by_kind == "users" and ws.locked_by_id == caller.id):
             raise Conflict(
                 WorkspaceService._held_message(s, org, ws.id, "is locked")
                 + "; only the lock holder may upload state"
@@ -217,16 +214,16 @@ class StateService:
             )
         return None
 
-    def create(self, principal: Principal, ws_id: str, new: NewVersion) -> VersionView:
+    def create(self, caller: Subject, ws_id: str, new: NewVersion) -> VersionView:
         """Create a version: inline (``state`` given: finalized at once) or pending (upload
         URLs follow)."""
         with self._db.unit_of_work() as s:
-            org, ws = WorkspaceService.find(s, principal, ws_id)
-            same = self._check_writable(s, principal, org, ws, new)
+            org, ws = WorkspaceService.find(s, caller, ws_id)
+            same = self._check_writable(s, caller, org, ws, new)
             if same is not None:
                 return VersionView(same, org, ws, self._outputs(s, [same.id])[same.id])
         if new.state is None:
-            return self._create_pending(principal, ws_id, new)
+            return self._create_pending(caller, ws_id, new)
         md5 = _md5(new.state)
         if md5 != new.md5:
             raise Invalid(
@@ -245,12 +242,12 @@ class StateService:
             json_ref = jw.commit()
         sv_id = ids.new_id("state_version")
         try:
-            same_view = self._insert_finalized(principal, ws_id, sv_id, new, ref, header, json_ref)
+            same_view = self._insert_finalized(caller, ws_id, sv_id, new, ref, header, json_ref)
         except LostRace:
             # Another request committed first: an identical retry returns its version.
             with self._db.unit_of_work() as s:
-                org, ws = WorkspaceService.find(s, principal, ws_id)
-                same = self._check_writable(s, principal, org, ws, new)
+                org, ws = WorkspaceService.find(s, caller, ws_id)
+                same = self._check_writable(s, caller, org, ws, new)
                 if same is None:
                     raise
                 return VersionView(same, org, ws, self._outputs(s, [same.id])[same.id])
@@ -258,11 +255,11 @@ class StateService:
             return same_view
         if ref.size <= SYNC_PROCESS_LIMIT:
             self.process(sv_id)
-        return self.get(principal, sv_id)
+        return self.get(caller, sv_id)
 
     def _insert_finalized(
         self,
-        principal: Principal,
+        caller: Subject,
         ws_id: str,
         sv_id: str,
         new: NewVersion,
@@ -273,8 +270,8 @@ class StateService:
         """One transaction: re-check the rules, insert the version and make it current.
         Returns the existing version when the request repeats it."""
         with self._db.unit_of_work(write=True) as s:
-            org, ws = WorkspaceService.find(s, principal, ws_id)
-            same = self._check_writable(s, principal, org, ws, new)
+            org, ws = WorkspaceService.find(s, caller, ws_id)
+            same = self._check_writable(s, caller, org, ws, new)
             if same is not None:
                 return VersionView(same, org, ws, self._outputs(s, [same.id])[same.id])
             sv = StateVersion(
@@ -285,20 +282,20 @@ class StateService:
                 md5=new.md5,
                 force=new.force,
                 status="pending",
-                created_by_id=principal.user_id,
+                created_by_id=caller.id,
                 created_at=self._clock.now(),
             )
             s.add(sv)
             s.flush()
-            self._finalize(s, org, ws, sv, principal.user_id, ref, header, json_ref)
-            self._audit(s, principal_actor(principal.user_id, principal.username), org, ws, sv)
+            self._finalize(s, org, ws, sv, caller.id, ref, header, json_ref)
+            self._audit(s, principal_actor(caller.id, caller.name), org, ws, sv)
             s.commit()
         return None
 
-    def _create_pending(self, principal: Principal, ws_id: str, new: NewVersion) -> VersionView:
+    def _create_pending(self, caller: Subject, ws_id: str, new: NewVersion) -> VersionView:
         with self._db.unit_of_work(write=True) as s:
-            org, ws = WorkspaceService.find(s, principal, ws_id)
-            same = self._check_writable(s, principal, org, ws, new)
+            org, ws = WorkspaceService.find(s, caller, ws_id)
+            same = self._check_writable(s, caller, org, ws, new)
             if same is not None:
                 return VersionView(same, org, ws, self._outputs(s, [same.id])[same.id])
             sv = StateVersion(
@@ -309,7 +306,7 @@ class StateService:
                 md5=new.md5,
                 force=new.force,
                 status="pending",
-                created_by_id=principal.user_id,
+                created_by_id=caller.id,
                 created_at=self._clock.now(),
                 upload_nonce=secrets.token_hex(16),
                 json_upload_nonce=secrets.token_hex(16),
@@ -584,10 +581,10 @@ class StateService:
 
     # ---- rollback -----------------------------------------------------------------------------
 
-    def rollback(self, principal: Principal, ws_id: str, target_id: str) -> VersionView:
+    def rollback(self, caller: Subject, ws_id: str, target_id: str) -> VersionView:
         """A new version with the content of an earlier one, its serial raised above current."""
         with self._db.unit_of_work() as s:
-            org, ws = WorkspaceService.find(s, principal, ws_id)
+            org, ws = WorkspaceService.find(s, caller, ws_id)
             target = s.get(StateVersion, target_id)
             if target is None or target.workspace_id != ws.id or target.status != "finalized":
                 raise NotFound(
@@ -612,7 +609,7 @@ class StateService:
             force=True,
             state=raw,
         )
-        view = self.create(principal, ws_id, new)
+        view = self.create(caller, ws_id, new)
         with self._db.unit_of_work(write=True) as s:
             s.execute(
                 update(StateVersion)
@@ -623,7 +620,7 @@ class StateService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=principal_actor(principal.user_id, principal.username),
+                actor=principal_actor(caller.id, caller.name),
                 action="state.version.rollback",
                 subject=f"{view.org.name}/{view.ws.name}",
                 state_version_id=view.sv.id,
@@ -647,10 +644,10 @@ class StateService:
             s.commit()
             return len(rows)
 
-    def readable(self, principal: Principal, ws_id: str) -> None:
+    def readable(self, caller: Subject, ws_id: str) -> None:
         with self._db.unit_of_work() as s:
-            org, ws = WorkspaceService.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_READ, org.id, ws.name, ws.id):
+            org, ws = WorkspaceService.find(s, caller, ws_id)
+            if not authz.can(caller, WORKSPACE_READ, org.id, ws.name, ws.id):
                 raise NotFound("workspace not found")
 
 

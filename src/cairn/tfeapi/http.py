@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn.audit.log import set_source
-from cairn.auth.principal import Principal
+from cairn.authz.subject import Subject
 from cairn.context import AppContext
 from cairn.errors import ApiError, PayloadTooLarge, Unauthorized
 from cairn.tfeapi.jsonapi import Document, error_response, parse_document
@@ -41,16 +41,16 @@ class Call:
         self,
         request: Request,
         ctx: AppContext,
-        principal: Principal | None,
+        caller: Subject | None,
         bearer: str | None = None,
     ) -> None:
         self.request = request
         self.ctx = ctx
-        self._principal = principal
+        self._principal = caller
         self._bearer = bearer  # the token of an auth="deferred" route, not yet checked
 
     @property
-    def principal(self) -> Principal:
+    def caller(self) -> Subject:
         if self._principal is None:  # a handler registered without auth asked for a caller
             raise Unauthorized("a valid API token is required")
         return self._principal
@@ -123,12 +123,12 @@ def endpoint(handler: Handler, *, auth: Auth = True) -> Callable[[Request], Awai
         try:
             if auth == "deferred":
                 return await handler(Call(request, ctx, None, _required_bearer(request)))
-            principal = None
+            caller = None
             if auth:
                 token = _required_bearer(request)
-                principal = await run_in_threadpool(ctx.tokens.authenticate, token)
-                request.state.principal = principal
-            return await handler(Call(request, ctx, principal))
+                caller = await run_in_threadpool(ctx.tokens.authenticate, token)
+                request.state.caller = caller
+            return await handler(Call(request, ctx, caller))
         except ApiError as err:
             return error_response(err)
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cairn.errors import ApiError, BadRequest, Invalid
+from cairn.paging import Page
 
 MEDIA_TYPE = "application/vnd.api+json"
 
@@ -181,16 +182,6 @@ def parse_resource_list(
 
 
 # ---- pagination (reference §0.2.4) -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Page:
-    number: int
-    size: int
-
-    @property
-    def offset(self) -> int:
-        return (self.number - 1) * self.size
 
 
 def page_from(request: Request, *, default_size: int = 20, max_size: int = 100) -> Page:

@@ -77,7 +77,7 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
 async def create_workspace(call: Call) -> Response:
     doc = await call.document("workspaces")
     view = await call.run(
-        call.ctx.workspaces.create, call.principal, call.param("org"), _settings(doc, creating=True)
+        call.ctx.workspaces.create, call.caller, call.param("org"), _settings(doc, creating=True)
     )
     return JsonApiResponse({"data": wire.workspace(view)}, status_code=201)
 
@@ -97,7 +97,7 @@ async def list_workspaces(call: Call) -> Response:
         sort=sort,
     )
     views, total = await call.run(
-        call.ctx.workspaces.search, call.principal, call.param("org"), flt, page
+        call.ctx.workspaces.search, call.caller, call.param("org"), flt, page
     )
     return JsonApiResponse(
         {"data": [wire.workspace(v) for v in views], "meta": pagination_meta(page, total)}
@@ -107,7 +107,7 @@ async def list_workspaces(call: Call) -> Response:
 async def _ws_id(call: Call) -> str:
     if "org" in call.request.path_params:
         return await call.run(
-            call.ctx.workspaces.resolve, call.principal, call.param("org"), call.param("name")
+            call.ctx.workspaces.resolve, call.caller, call.param("org"), call.param("name")
         )
     return call.param("id")
 
@@ -115,10 +115,10 @@ async def _ws_id(call: Call) -> str:
 async def show_workspace(call: Call) -> Response:
     if "org" in call.request.path_params:
         view = await call.run(
-            call.ctx.workspaces.get_by_name, call.principal, call.param("org"), call.param("name")
+            call.ctx.workspaces.get_by_name, call.caller, call.param("org"), call.param("name")
         )
     else:
-        view = await call.run(call.ctx.workspaces.get, call.principal, call.param("id"))
+        view = await call.run(call.ctx.workspaces.get, call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
@@ -126,14 +126,14 @@ async def update_workspace(call: Call) -> Response:
     doc = await call.document("workspaces")
     ws_id = await _ws_id(call)
     view = await call.run(
-        call.ctx.workspaces.update, call.principal, ws_id, _settings(doc, creating=False)
+        call.ctx.workspaces.update, call.caller, ws_id, _settings(doc, creating=False)
     )
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
 async def delete_workspace(call: Call) -> Response:
     ws_id = await _ws_id(call)
-    await call.run(call.ctx.workspaces.delete, call.principal, ws_id, safe=False)
+    await call.run(call.ctx.workspaces.delete, call.caller, ws_id, safe=False)
     return no_content()
 
 
@@ -141,7 +141,7 @@ async def safe_delete_workspace(call: Call) -> Response:
     ws_id = await _ws_id(call)
     # The decision needs the resource count of the current state: count it now if pending.
     await call.run(call.ctx.states.process_current, ws_id)
-    await call.run(call.ctx.workspaces.delete, call.principal, ws_id, safe=True)
+    await call.run(call.ctx.workspaces.delete, call.caller, ws_id, safe=True)
     return no_content()
 
 
@@ -156,17 +156,17 @@ async def lock(call: Call) -> Response:
         if value is not None and not isinstance(value, str):
             raise Invalid("attribute 'reason' must be a string", pointer="/data/attributes/reason")
         reason = value or ""
-    view = await call.run(call.ctx.workspaces.lock, call.principal, call.param("id"), reason)
+    view = await call.run(call.ctx.workspaces.lock, call.caller, call.param("id"), reason)
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
 async def unlock(call: Call) -> Response:
-    view = await call.run(call.ctx.workspaces.unlock, call.principal, call.param("id"))
+    view = await call.run(call.ctx.workspaces.unlock, call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
 async def force_unlock(call: Call) -> Response:
-    view = await call.run(call.ctx.workspaces.force_unlock, call.principal, call.param("id"))
+    view = await call.run(call.ctx.workspaces.force_unlock, call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
@@ -186,7 +186,7 @@ def _tag_items(raw: bytes) -> tuple[list[str], list[str]]:
 
 async def list_workspace_tags(call: Call) -> Response:
     page = page_from(call.request)
-    tags = await call.run(call.ctx.workspaces.workspace_tags, call.principal, call.param("id"))
+    tags = await call.run(call.ctx.workspaces.workspace_tags, call.caller, call.param("id"))
     chosen = tags[page.offset : page.offset + page.size]
     return JsonApiResponse(
         {"data": [wire.tag(t) for t in chosen], "meta": pagination_meta(page, len(tags))}
@@ -197,13 +197,13 @@ async def add_workspace_tags(call: Call) -> Response:
     names, ids = _tag_items(await call.body(call.ctx.settings.max_json_body_bytes))
     if ids:
         raise Invalid("tags are added by name: send attributes.name", pointer="/data")
-    await call.run(call.ctx.workspaces.add_tags, call.principal, call.param("id"), names)
+    await call.run(call.ctx.workspaces.add_tags, call.caller, call.param("id"), names)
     return no_content()
 
 
 async def remove_workspace_tags(call: Call) -> Response:
     names, ids = _tag_items(await call.body(call.ctx.settings.max_json_body_bytes))
-    await call.run(call.ctx.workspaces.remove_tags, call.principal, call.param("id"), names, ids)
+    await call.run(call.ctx.workspaces.remove_tags, call.caller, call.param("id"), names, ids)
     return no_content()
 
 
@@ -211,7 +211,7 @@ async def list_organization_tags(call: Call) -> Response:
     page = page_from(call.request)
     rows, total = await call.run(
         call.ctx.workspaces.organization_tags,
-        call.principal,
+        call.caller,
         call.param("org"),
         page,
         query(call.request, "q"),
@@ -225,7 +225,7 @@ async def delete_organization_tags(call: Call) -> Response:
     items = parse_resource_list(await call.body(call.ctx.settings.max_json_body_bytes), "tags")
     ids = [i["id"] for i in items if isinstance(i.get("id"), str)]
     await call.run(
-        call.ctx.workspaces.delete_organization_tags, call.principal, call.param("org"), ids
+        call.ctx.workspaces.delete_organization_tags, call.caller, call.param("org"), ids
     )
     return no_content()
 

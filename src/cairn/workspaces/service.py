@@ -10,24 +10,24 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cairn import ids
+from cairn import authz, ids
 from cairn.audit.log import principal_actor, record
 from cairn.auth.model import User
-from cairn.auth.principal import (
+from cairn.authz.permissions import (
     ORG_MANAGE,
     WORKSPACE_LOCK,
     WORKSPACE_MANAGE,
     WORKSPACE_READ,
     WORKSPACE_WRITE,
-    Principal,
 )
+from cairn.authz.subject import Subject
 from cairn.clock import Clock
 from cairn.db.engine import Database, affected
 from cairn.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
 from cairn.names import check_slug, check_tag
 from cairn.organizations.model import Organization, Project
 from cairn.organizations.service import OrganizationService
-from cairn.tfeapi.jsonapi import Page
+from cairn.paging import Page
 from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
 
 MAX_WORKSPACE_NAME = 90
@@ -97,38 +97,36 @@ class WorkspaceService:
     # ---- lookups ----------------------------------------------------------------------------
 
     @staticmethod
-    def find(s: Session, principal: Principal, ws_id: str) -> tuple[Organization, Workspace]:
+    def find(s: Session, caller: Subject, ws_id: str) -> tuple[Organization, Workspace]:
         row = s.execute(
             select(Organization, Workspace)
             .join(Workspace, Workspace.organization_id == Organization.id)
             .where(Workspace.id == ws_id)
         ).first()
-        if row is None or not principal.can(WORKSPACE_READ, row[0].id, row[1].name, row[1].id):
+        if row is None or not authz.can(caller, WORKSPACE_READ, row[0].id, row[1].name, row[1].id):
             raise workspace_not_found(ws_id)
         return row[0], row[1]
 
     @staticmethod
     def find_by_name(
-        s: Session, principal: Principal, org_name: str, name: str
+        s: Session, caller: Subject, org_name: str, name: str
     ) -> tuple[Organization, Workspace]:
-        org = OrganizationService.readable(s, principal, org_name)
+        org = OrganizationService.readable(s, caller, org_name)
         ws = s.scalar(
             select(Workspace).where(Workspace.organization_id == org.id, Workspace.name == name)
         )
-        if ws is None or not principal.can(WORKSPACE_READ, org.id, ws.name, ws.id):
+        if ws is None or not authz.can(caller, WORKSPACE_READ, org.id, ws.name, ws.id):
             raise NotFound(
                 f"workspace {org_name}/{name} not found, or you are not allowed to see it"
             )
         return org, ws
 
-    def _view(
-        self, s: Session, principal: Principal, org: Organization, ws: Workspace
-    ) -> WorkspaceView:
-        return self._views(s, principal, org, [ws])[0]
+    def _view(self, s: Session, caller: Subject, org: Organization, ws: Workspace) -> WorkspaceView:
+        return self._views(s, caller, org, [ws])[0]
 
     @staticmethod
     def _views(
-        s: Session, principal: Principal, org: Organization, rows: list[Workspace]
+        s: Session, caller: Subject, org: Organization, rows: list[Workspace]
     ) -> list[WorkspaceView]:
         ws_ids = [w.id for w in rows]
         tags: dict[str, list[str]] = defaultdict(list)
@@ -157,34 +155,34 @@ class WorkspaceService:
                 org=org,
                 project_name=project_names.get(w.project_id, ""),
                 tags=tags[w.id],
-                permissions=principal.permissions(org.id, w.name, w.id),
+                permissions=authz.permissions(caller, org.id, w.name, w.id),
                 locked_by_name=names.get(w.locked_by_id or ""),
             )
             for w in rows
         ]
 
-    def get(self, principal: Principal, ws_id: str) -> WorkspaceView:
+    def get(self, caller: Subject, ws_id: str) -> WorkspaceView:
         with self._db.unit_of_work() as s:
-            org, ws = self.find(s, principal, ws_id)
-            return self._view(s, principal, org, ws)
+            org, ws = self.find(s, caller, ws_id)
+            return self._view(s, caller, org, ws)
 
-    def get_by_name(self, principal: Principal, org_name: str, name: str) -> WorkspaceView:
+    def get_by_name(self, caller: Subject, org_name: str, name: str) -> WorkspaceView:
         with self._db.unit_of_work() as s:
-            org, ws = self.find_by_name(s, principal, org_name, name)
-            return self._view(s, principal, org, ws)
+            org, ws = self.find_by_name(s, caller, org_name, name)
+            return self._view(s, caller, org, ws)
 
-    def resolve(self, principal: Principal, org_name: str | None, name_or_id: str) -> str:
+    def resolve(self, caller: Subject, org_name: str | None, name_or_id: str) -> str:
         """The ID of a workspace named by ID, or by organization and name."""
         with self._db.unit_of_work() as s:
             if org_name is None:
-                return self.find(s, principal, name_or_id)[1].id
-            return self.find_by_name(s, principal, org_name, name_or_id)[1].id
+                return self.find(s, caller, name_or_id)[1].id
+            return self.find_by_name(s, caller, org_name, name_or_id)[1].id
 
     def search(
-        self, principal: Principal, org_name: str, flt: ListFilter, page: Page
+        self, caller: Subject, org_name: str, flt: ListFilter, page: Page
     ) -> tuple[list[WorkspaceView], int]:
         with self._db.unit_of_work() as s:
-            org = OrganizationService.readable(s, principal, org_name)
+            org = OrganizationService.readable(s, caller, org_name)
             stmt = select(Workspace).where(Workspace.organization_id == org.id)
             if flt.name:
                 stmt = stmt.where(Workspace.name.contains(flt.name, autoescape=True))
@@ -211,22 +209,20 @@ class WorkspaceService:
             rows = [
                 w
                 for w in s.scalars(stmt.order_by(_SORTS[flt.sort], Workspace.id))
-                if principal.can(WORKSPACE_READ, org.id, w.name, w.id)
+                if authz.can(caller, WORKSPACE_READ, org.id, w.name, w.id)
             ]
             chosen = rows[page.offset : page.offset + page.size]
-            return self._views(s, principal, org, chosen), len(rows)
+            return self._views(s, caller, org, chosen), len(rows)
 
     # ---- create / update / delete ------------------------------------------------------------
 
-    def create(
-        self, principal: Principal, org_name: str, change: WorkspaceSettings
-    ) -> WorkspaceView:
+    def create(self, caller: Subject, org_name: str, change: WorkspaceSettings) -> WorkspaceView:
         name = check_slug("workspace", change.name or "", max_len=MAX_WORKSPACE_NAME)
         now = self._clock.now()
         with self._db.unit_of_work(write=True) as s:
-            org = OrganizationService.readable(s, principal, org_name)
-            if not principal.can(ORG_MANAGE, org.id) and not principal.can(
-                WORKSPACE_MANAGE, org.id, name
+            org = OrganizationService.readable(s, caller, org_name)
+            if not authz.can(caller, ORG_MANAGE, org.id) and not authz.can(
+                caller, WORKSPACE_MANAGE, org.id, name
             ):
                 raise Forbidden(f"you may not create workspaces in organization {org_name!r}")
             project_id = self._project_id(s, org, change.project_id)
@@ -261,7 +257,7 @@ class WorkspaceService:
                 ) from None
             self._add_tags(s, org, ws, change.tags, "/data/attributes/tag-names")
             s.commit()
-            return self._view(s, principal, org, ws)
+            return self._view(s, caller, org, ws)
 
     @staticmethod
     def _project_id(s: Session, org: Organization, project_id: str | None) -> str:
@@ -282,10 +278,10 @@ class WorkspaceService:
             )
         return found
 
-    def update(self, principal: Principal, ws_id: str, change: WorkspaceSettings) -> WorkspaceView:
+    def update(self, caller: Subject, ws_id: str, change: WorkspaceSettings) -> WorkspaceView:
         with self._db.unit_of_work(write=True) as s:
-            org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name, ws.id):
+            org, ws = self.find(s, caller, ws_id)
+            if not authz.can(caller, WORKSPACE_MANAGE, org.id, ws.name, ws.id):
                 raise Forbidden(
                     f"you may not change the settings of workspace {org.name}/{ws.name}"
                 )
@@ -317,15 +313,15 @@ class WorkspaceService:
                     pointer="/data/attributes/name",
                 ) from None
             s.commit()
-            return self._view(s, principal, org, ws)
+            return self._view(s, caller, org, ws)
 
-    def delete(self, principal: Principal, ws_id: str, *, safe: bool) -> None:
+    def delete(self, caller: Subject, ws_id: str, *, safe: bool) -> None:
         with self._db.unit_of_work(write=True) as s:
-            org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name, ws.id):
+            org, ws = self.find(s, caller, ws_id)
+            if not authz.can(caller, WORKSPACE_MANAGE, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not delete workspace {org.name}/{ws.name}")
             if ws.locked_by_id is not None and not (
-                ws.locked_by_kind == "users" and ws.locked_by_id == principal.user_id
+                ws.locked_by_kind == "users" and ws.locked_by_id == caller.id
             ):
                 raise Conflict(
                     f"workspace {org.name}/{ws.name} is locked; unlock it before deleting it"
@@ -352,11 +348,11 @@ class WorkspaceService:
 
     # ---- the lock ----------------------------------------------------------------------------
 
-    def lock(self, principal: Principal, ws_id: str, reason: str) -> WorkspaceView:
+    def lock(self, caller: Subject, ws_id: str, reason: str) -> WorkspaceView:
         now = self._clock.now()
         with self._db.unit_of_work(write=True) as s:
-            org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_LOCK, org.id, ws.name, ws.id):
+            org, ws = self.find(s, caller, ws_id)
+            if not authz.can(caller, WORKSPACE_LOCK, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not lock workspace {org.name}/{ws.name}")
             won = affected(
                 s.execute(
@@ -364,7 +360,7 @@ class WorkspaceService:
                     .where(Workspace.id == ws.id, Workspace.locked_by_id.is_(None))
                     .values(
                         locked_by_kind="users",
-                        locked_by_id=principal.user_id,
+                        locked_by_id=caller.id,
                         lock_reason=reason[:500],
                         locked_at=now,
                     )
@@ -374,15 +370,15 @@ class WorkspaceService:
             if won != 1:
                 s.rollback()
                 raise Conflict(self._held_message(s, org, ws.id, "is already locked"))
-            self._audit(s, principal, "workspace.lock", org, ws, reason=reason[:500])
+            self._audit(s, caller, "workspace.lock", org, ws, reason=reason[:500])
             s.commit()
             s.refresh(ws)
-            return self._view(s, principal, org, ws)
+            return self._view(s, caller, org, ws)
 
-    def unlock(self, principal: Principal, ws_id: str) -> WorkspaceView:
+    def unlock(self, caller: Subject, ws_id: str) -> WorkspaceView:
         with self._db.unit_of_work(write=True) as s:
-            org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_LOCK, org.id, ws.name, ws.id):
+            org, ws = self.find(s, caller, ws_id)
+            if not authz.can(caller, WORKSPACE_LOCK, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not unlock workspace {org.name}/{ws.name}")
             done = affected(
                 s.execute(
@@ -390,7 +386,7 @@ class WorkspaceService:
                     .where(
                         Workspace.id == ws.id,
                         Workspace.locked_by_kind == "users",
-                        Workspace.locked_by_id == principal.user_id,
+                        Workspace.locked_by_id == caller.id,
                     )
                     .values(locked_by_kind=None, locked_by_id=None, lock_reason="", locked_at=None)
                     .execution_options(synchronize_session=False)
@@ -405,15 +401,15 @@ class WorkspaceService:
                     self._held_message(s, org, ws.id, "is locked")
                     + "; only the holder can unlock it (an admin can force-unlock)"
                 )
-            self._audit(s, principal, "workspace.unlock", org, ws)
+            self._audit(s, caller, "workspace.unlock", org, ws)
             s.commit()
             s.refresh(ws)
-            return self._view(s, principal, org, ws)
+            return self._view(s, caller, org, ws)
 
-    def force_unlock(self, principal: Principal, ws_id: str) -> WorkspaceView:
+    def force_unlock(self, caller: Subject, ws_id: str) -> WorkspaceView:
         with self._db.unit_of_work(write=True) as s:
-            org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_MANAGE, org.id, ws.name, ws.id):
+            org, ws = self.find(s, caller, ws_id)
+            if not authz.can(caller, WORKSPACE_MANAGE, org.id, ws.name, ws.id):
                 raise Forbidden(
                     f"force-unlock of workspace {org.name}/{ws.name} needs admin rights on it"
                 )
@@ -427,15 +423,15 @@ class WorkspaceService:
             )
             if done != 1:
                 raise Conflict(f"workspace {org.name}/{ws.name} is already unlocked")
-            self._audit(s, principal, "workspace.force_unlock", org, ws, holder=ws.locked_by_id)
+            self._audit(s, caller, "workspace.force_unlock", org, ws, holder=ws.locked_by_id)
             s.commit()
             s.refresh(ws)
-            return self._view(s, principal, org, ws)
+            return self._view(s, caller, org, ws)
 
     def _audit(
         self,
         s: Session,
-        principal: Principal,
+        caller: Subject,
         action: str,
         org: Organization,
         ws: Workspace,
@@ -444,7 +440,7 @@ class WorkspaceService:
         record(
             s,
             at=self._clock.now(),
-            actor=principal_actor(principal.user_id, principal.username),
+            actor=principal_actor(caller.id, caller.name),
             action=action,
             subject=f"{org.name}/{ws.name}",
             workspace_id=ws.id,
@@ -493,20 +489,20 @@ class WorkspaceService:
                 s.add(WorkspaceTag(workspace_id=ws.id, tag_id=tag.id))
         s.flush()
 
-    def add_tags(self, principal: Principal, ws_id: str, names: list[str]) -> None:
+    def add_tags(self, caller: Subject, ws_id: str, names: list[str]) -> None:
         with self._db.unit_of_work(write=True) as s:
-            org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_WRITE, org.id, ws.name, ws.id):
+            org, ws = self.find(s, caller, ws_id)
+            if not authz.can(caller, WORKSPACE_WRITE, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not tag workspace {org.name}/{ws.name}")
             self._add_tags(s, org, ws, names)
             s.commit()
 
     def remove_tags(
-        self, principal: Principal, ws_id: str, names: list[str], tag_ids: list[str]
+        self, caller: Subject, ws_id: str, names: list[str], tag_ids: list[str]
     ) -> None:
         with self._db.unit_of_work(write=True) as s:
-            org, ws = self.find(s, principal, ws_id)
-            if not principal.can(WORKSPACE_WRITE, org.id, ws.name, ws.id):
+            org, ws = self.find(s, caller, ws_id)
+            if not authz.can(caller, WORKSPACE_WRITE, org.id, ws.name, ws.id):
                 raise Forbidden(f"you may not untag workspace {org.name}/{ws.name}")
             ids_to_drop = set(tag_ids)
             if names:
@@ -523,9 +519,9 @@ class WorkspaceService:
                 )
             s.commit()
 
-    def workspace_tags(self, principal: Principal, ws_id: str) -> list[Tag]:
+    def workspace_tags(self, caller: Subject, ws_id: str) -> list[Tag]:
         with self._db.unit_of_work() as s:
-            _, ws = self.find(s, principal, ws_id)
+            _, ws = self.find(s, caller, ws_id)
             return list(
                 s.scalars(
                     select(Tag)
@@ -536,10 +532,10 @@ class WorkspaceService:
             )
 
     def organization_tags(
-        self, principal: Principal, org_name: str, page: Page, q: str | None
+        self, caller: Subject, org_name: str, page: Page, q: str | None
     ) -> tuple[list[tuple[Tag, int]], int]:
         with self._db.unit_of_work() as s:
-            org = OrganizationService.readable(s, principal, org_name)
+            org = OrganizationService.readable(s, caller, org_name)
             count = func.count(WorkspaceTag.workspace_id)
             stmt = (
                 select(Tag, count)
@@ -552,12 +548,10 @@ class WorkspaceService:
             rows = [(t, int(n)) for t, n in s.execute(stmt.order_by(Tag.name))]
             return rows[page.offset : page.offset + page.size], len(rows)
 
-    def delete_organization_tags(
-        self, principal: Principal, org_name: str, tag_ids: list[str]
-    ) -> None:
+    def delete_organization_tags(self, caller: Subject, org_name: str, tag_ids: list[str]) -> None:
         with self._db.unit_of_work(write=True) as s:
-            org = OrganizationService.readable(s, principal, org_name)
-            if not principal.can(ORG_MANAGE, org.id):
+            org = OrganizationService.readable(s, caller, org_name)
+            if not authz.can(caller, ORG_MANAGE, org.id):
                 raise Forbidden(f"you may not delete tags in organization {org_name!r}")
             s.execute(delete(Tag).where(Tag.organization_id == org.id, Tag.id.in_(tag_ids)))
             s.commit()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn.auth.principal import (
+from cairn.authz.permissions import (
     ORG_MANAGE,
     RUN_APPLY,
     RUN_PLAN,

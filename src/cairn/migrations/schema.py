@@ -2,12 +2,12 @@
 
 from cairn.audit.model import AuditEvent
 from cairn.auth.model import ApiToken, LoginState, OAuthCode, User
+from cairn.authz.model import Grant, Role, Team, TeamMembership
 from cairn.blobs.model import Blob, BlobChunk
 from cairn.db.base import Base
 from cairn.db.meta import Meta
 from cairn.identity.model import OidcSigningKey
 from cairn.organizations.model import Organization, Project
-from cairn.rbac.model import Grant, Role, Team, TeamMembership
 from cairn.state.model import StateVersion, StateVersionOutput
 from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
 

@@ -1,6 +1,6 @@
-"""Loading a principal's access from the database: one query each for teams, grants and
-custom roles (plus one for an organization token's organization). Called once per
-authenticated request, inside the request's read transaction; never cached, so a membership or
+"""A subject's access (``Access``: organization rights, workspace grants, teams) and loading
+it from the database: one query each for teams, grants and custom roles. Called once per
+authenticated request, inside the request's own transaction; never cached, so a membership or
 grant change applies to the very next request.
 
 Core selects of the needed columns (prepared once, cached compiled by SQLAlchemy): this runs on
@@ -9,30 +9,57 @@ every request, and entities would be built only to be read once.
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, bindparam, or_, select
 
-from cairn.auth.principal import ALL_PERMISSIONS, Access, WorkspaceGrant
+from cairn.authz.model import Grant, Role, Team, TeamMembership
+from cairn.authz.permissions import ALL_PERMISSIONS, ORG_READ
+from cairn.authz.roles import BUILTIN_ROLES, org_access_permissions
 from cairn.db.base import table_of
-from cairn.organizations.model import Organization
-from cairn.rbac.model import Grant, Role, Team, TeamMembership
-from cairn.rbac.roles import BUILTIN_ROLES, org_access_permissions
 
-ORG_SERVICE_USER_PREFIX = "api-org-"  # service accounts of organization tokens
+
+@dataclass(frozen=True)
+class WorkspaceGrant:
+    """Permissions on the workspaces of one organization chosen by ID or by name pattern."""
+
+    organization_id: str
+    permissions: frozenset[str]
+    workspace_id: str | None = None
+    pattern: str | None = None
+
+    def matches(self, organization_id: str, ws_name: str | None, ws_id: str | None) -> bool:
+        if organization_id != self.organization_id:
+            return False
+        if self.workspace_id is not None:
+            return ws_id is not None and ws_id == self.workspace_id
+        if self.pattern is not None:
+            return ws_name is not None and fnmatch.fnmatchcase(ws_name, self.pattern)
+        return False
+
+
+@dataclass(frozen=True)
+class Access:
+    """Everything a subject may do, across organizations: rights on whole organizations
+    (team organization-access flags, an organization token) and grants on workspaces."""
+
+    organization: dict[str, frozenset[str]] = field(default_factory=dict)
+    grants: tuple[WorkspaceGrant, ...] = ()
+    team_ids: frozenset[str] = frozenset()
+
 
 _team = table_of(Team)
 _member = table_of(TeamMembership)
 _grant = table_of(Grant)
 _role = table_of(Role)
-_org = table_of(Organization)
 
 _TEAMS = (
     select(_team.c.id, _team.c.organization_id, _team.c.name, _team.c.organization_access)
     .join_from(_team, _member, _member.c.team_id == _team.c.id)
     .where(_member.c.user_id == bindparam("user_id"))
 )
-_ORG_ID_BY_NAME = select(_org.c.id).where(_org.c.name == bindparam("name"))
 _GRANTS = select(
     _grant.c.organization_id, _grant.c.role, _grant.c.workspace_id, _grant.c.workspace_pattern
 ).where(
@@ -47,21 +74,18 @@ _ROLES = select(_role.c.organization_id, _role.c.name, _role.c.permissions).wher
 )
 
 
-def load_access(
-    conn: Connection, user_id: str, username: str, *, is_service_account: bool
-) -> Access:
-    """Everything the user may do (teams, grants, custom roles), as of ``conn``'s
-    transaction."""
+def load_access(conn: Connection, user_id: str, *, organization_id: str | None = None) -> Access:
+    """Everything the user or service account may do (teams, grants, custom roles), as of
+    ``conn``'s transaction. ``organization_id``: the organization whose organization token
+    this service account holds (it may do everything there)."""
     organization: dict[str, set[str]] = defaultdict(set)
     team_ids: list[str] = []
     for team_id, org_id, name, organization_access in conn.execute(_TEAMS, {"user_id": user_id}):
         team_ids.append(team_id)
         organization[org_id] |= org_access_permissions(name, organization_access)
-        organization[org_id].add("org:read")
-    if is_service_account and username.startswith(ORG_SERVICE_USER_PREFIX):
-        org_id = conn.scalar(_ORG_ID_BY_NAME, {"name": username[len(ORG_SERVICE_USER_PREFIX) :]})
-        if org_id is not None:
-            organization[org_id] |= ALL_PERMISSIONS
+        organization[org_id].add(ORG_READ)
+    if organization_id is not None:
+        organization[organization_id] |= ALL_PERMISSIONS
     rows = conn.execute(_GRANTS, {"user_id": user_id, "team_ids": team_ids or [""]}).all()
     custom: dict[tuple[str, str], frozenset[str]] = {}
     org_ids = sorted({g.organization_id for g in rows if g.role not in BUILTIN_ROLES})

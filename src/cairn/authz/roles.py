@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from cairn.auth.principal import (
+from cairn.authz.permissions import (
     ALL_PERMISSIONS,
     ORG_MANAGE,
     PUBLIC_PERMISSIONS,

@@ -8,11 +8,12 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cairn.auth.principal import ORG_MANAGE
+from cairn import authz
+from cairn.authz.permissions import ORG_MANAGE
+from cairn.authz.roles import ORG_ACCESS_FLAGS, parse_permissions
 from cairn.clock import iso8601
 from cairn.errors import BadRequest, Invalid
-from cairn.rbac.roles import ORG_ACCESS_FLAGS, parse_permissions
-from cairn.rbac.service import GrantView, TeamView
+from cairn.teams.service import GrantView, TeamView
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import (
     JsonApiResponse,
@@ -33,7 +34,7 @@ def _source(call: Call) -> str:
 
 def team_doc(v: TeamView, call: Call) -> dict[str, Any]:
     t = v.team
-    manage = call.principal.can(ORG_MANAGE, v.org.id)
+    manage = authz.can(call.caller, ORG_MANAGE, v.org.id)
     flags = set(filter(None, t.organization_access.split(",")))
     return {
         "id": t.id,
@@ -121,7 +122,7 @@ def _org_access(doc_attrs: dict[str, Any]) -> list[str] | None:
 
 async def list_teams(call: Call) -> Response:
     page = page_from(call.request)
-    teams = await call.run(call.ctx.rbac.list_teams, call.principal, call.param("org"))
+    teams = await call.run(call.ctx.rbac.list_teams, call.caller, call.param("org"))
     names = query(call.request, "filter[names]")
     if names:
         wanted = set(names.split(","))
@@ -136,7 +137,7 @@ async def create_team(call: Call) -> Response:
     doc = await call.document("teams")
     view = await call.run(
         call.ctx.rbac.create_team,
-        call.principal,
+        call.caller,
         call.param("org"),
         doc.string("name", required=True, max_len=100) or "",
         org_access=_org_access(doc.attributes) or [],
@@ -148,7 +149,7 @@ async def create_team(call: Call) -> Response:
 
 
 async def show_team(call: Call) -> Response:
-    view = await call.run(call.ctx.rbac.get_team, call.principal, call.param("id"))
+    view = await call.run(call.ctx.rbac.get_team, call.caller, call.param("id"))
     return JsonApiResponse({"data": team_doc(view, call)})
 
 
@@ -156,7 +157,7 @@ async def update_team(call: Call) -> Response:
     doc = await call.document("teams")
     view = await call.run(
         call.ctx.rbac.update_team,
-        call.principal,
+        call.caller,
         call.param("id"),
         name=doc.string("name", max_len=100),
         org_access=_org_access(doc.attributes),
@@ -169,7 +170,7 @@ async def update_team(call: Call) -> Response:
 
 
 async def delete_team(call: Call) -> Response:
-    await call.run(call.ctx.rbac.delete_team, call.principal, call.param("id"), _source(call))
+    await call.run(call.ctx.rbac.delete_team, call.caller, call.param("id"), _source(call))
     return no_content()
 
 
@@ -183,7 +184,7 @@ async def _members(call: Call, *, add: bool) -> Response:
         users.append(ident)
     await call.run(
         call.ctx.rbac.change_members,
-        call.principal,
+        call.caller,
         call.param("id"),
         users,
         add=add,
@@ -208,9 +209,9 @@ async def list_team_workspaces(call: Call) -> Response:
     if not ws_id:
         raise BadRequest("filter[workspace][id] is required", parameter="filter[workspace][id]")
     page = page_from(call.request)
-    org = await call.run(call.ctx.rbac.org_of_workspace, call.principal, ws_id)
+    org = await call.run(call.ctx.rbac.org_of_workspace, call.caller, ws_id)
     views = await call.run(
-        call.ctx.rbac.list_grants, call.principal, org, kind="team-workspace", workspace_id=ws_id
+        call.ctx.rbac.list_grants, call.caller, org, kind="team-workspace", workspace_id=ws_id
     )
     chosen = views[page.offset : page.offset + page.size]
     return JsonApiResponse(
@@ -230,10 +231,10 @@ async def create_team_workspace(call: Call) -> Response:
         raise Invalid(
             "relationships 'workspace' and 'team' are required", pointer="/data/relationships"
         )
-    org = await call.run(call.ctx.rbac.org_of_workspace, call.principal, ws_id)
+    org = await call.run(call.ctx.rbac.org_of_workspace, call.caller, ws_id)
     view = await call.run(
         call.ctx.rbac.create_grant,
-        call.principal,
+        call.caller,
         org,
         role=access,
         team=team_id,
@@ -247,7 +248,7 @@ async def create_team_workspace(call: Call) -> Response:
 
 
 async def show_team_workspace(call: Call) -> Response:
-    view = await call.run(call.ctx.rbac.find_grant, call.principal, call.param("id"))
+    view = await call.run(call.ctx.rbac.find_grant, call.caller, call.param("id"))
     return JsonApiResponse({"data": team_workspace_doc(view)})
 
 
@@ -255,13 +256,13 @@ async def update_team_workspace(call: Call) -> Response:
     doc = await call.document("team-workspaces")
     access = doc.string("access", required=True, max_len=16) or ""
     view = await call.run(
-        call.ctx.rbac.update_grant_role, call.principal, call.param("id"), access, _source(call)
+        call.ctx.rbac.update_grant_role, call.caller, call.param("id"), access, _source(call)
     )
     return JsonApiResponse({"data": team_workspace_doc(view)})
 
 
 async def delete_grant(call: Call) -> Response:
-    await call.run(call.ctx.rbac.delete_grant, call.principal, call.param("id"), _source(call))
+    await call.run(call.ctx.rbac.delete_grant, call.caller, call.param("id"), _source(call))
     return no_content()
 
 
@@ -283,7 +284,7 @@ def _opt_str(body: dict[str, Any], key: str) -> str | None:
 
 
 async def list_cairn_grants(call: Call) -> Response:
-    views = await call.run(call.ctx.rbac.list_grants, call.principal, call.param("org"))
+    views = await call.run(call.ctx.rbac.list_grants, call.caller, call.param("org"))
     return JSONResponse({"data": [grant_doc(v) for v in views]})
 
 
@@ -296,7 +297,7 @@ async def create_cairn_grant(call: Call) -> Response:
         )
     view = await call.run(
         call.ctx.rbac.create_grant,
-        call.principal,
+        call.caller,
         call.param("org"),
         role=role,
         team=_opt_str(body, "team"),
@@ -310,7 +311,7 @@ async def create_cairn_grant(call: Call) -> Response:
 
 
 async def list_roles(call: Call) -> Response:
-    roles = await call.run(call.ctx.rbac.list_roles, call.principal, call.param("org"))
+    roles = await call.run(call.ctx.rbac.list_roles, call.caller, call.param("org"))
     return JSONResponse(
         {"data": [{"name": n, "permissions": p, "built-in": b} for n, p, b in roles]}
     )
@@ -324,7 +325,7 @@ async def create_role(call: Call) -> Response:
         raise Invalid("permissions must be a list of strings", pointer="/permissions")
     await call.run(
         call.ctx.rbac.create_role,
-        call.principal,
+        call.caller,
         call.param("org"),
         name,
         parse_permissions(perms, "/permissions"),
@@ -336,7 +337,7 @@ async def create_role(call: Call) -> Response:
 async def delete_role(call: Call) -> Response:
     await call.run(
         call.ctx.rbac.delete_role,
-        call.principal,
+        call.caller,
         call.param("org"),
         call.param("name"),
         _source(call),
@@ -348,7 +349,7 @@ async def create_user(call: Call) -> Response:
     body = await _json_object(call)
     user = await call.run(
         call.ctx.rbac.create_user,
-        call.principal,
+        call.caller,
         _opt_str(body, "username") or "",
         _opt_str(body, "email") or "",
         _source(call),
@@ -360,7 +361,7 @@ async def create_user(call: Call) -> Response:
 
 
 async def list_users(call: Call) -> Response:
-    users = await call.run(call.ctx.rbac.list_users, call.principal)
+    users = await call.run(call.ctx.rbac.list_users, call.caller)
     return JSONResponse(
         {
             "data": [

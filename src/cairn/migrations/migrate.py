@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
-_HERE = Path(__file__).parent / "migrations"
+_HERE = Path(__file__).parent
 _ADVISORY_KEY = 0x6361_6972  # "cair"
 
 

@@ -11,22 +11,22 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cairn import ids
+from cairn import authz, ids
 from cairn.audit.log import Actor, record
 from cairn.auth.model import ApiToken, User
-from cairn.auth.principal import ORG_MANAGE, Principal
+from cairn.authz.model import Grant, Role, Team, TeamMembership
+from cairn.authz.permissions import ORG_MANAGE
+from cairn.authz.roles import BUILTIN_ROLES, ORG_ACCESS_FLAGS, OWNERS_TEAM, TFE_ACCESS_LEVELS
+from cairn.authz.subject import RESERVED_PREFIXES, Subject, is_reserved_name
 from cairn.clock import Clock
 from cairn.db.engine import Database, affected
 from cairn.errors import Conflict, Forbidden, Invalid, NotFound
 from cairn.names import check_slug
 from cairn.organizations.model import Organization
 from cairn.organizations.service import OrganizationService
-from cairn.rbac.model import Grant, Role, Team, TeamMembership
-from cairn.rbac.roles import BUILTIN_ROLES, ORG_ACCESS_FLAGS, OWNERS_TEAM, TFE_ACCESS_LEVELS
 from cairn.workspaces.model import Workspace
 from cairn.workspaces.service import WorkspaceService
 
-SERVICE_PREFIXES = ("api-org-", "api-team-")
 _PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!-]{1,255}$")
 
 
@@ -54,24 +54,24 @@ class RbacService:
     # ---- helpers ----------------------------------------------------------------------------
 
     @staticmethod
-    def _managed_org(s: Session, principal: Principal, org_name: str) -> Organization:
-        org = OrganizationService.readable(s, principal, org_name)
-        if not principal.can(ORG_MANAGE, org.id):
+    def _managed_org(s: Session, caller: Subject, org_name: str) -> Organization:
+        org = OrganizationService.readable(s, caller, org_name)
+        if not authz.can(caller, ORG_MANAGE, org.id):
             raise Forbidden(f"managing access in organization {org_name!r} needs org:manage")
         return org
 
     @staticmethod
-    def _team(s: Session, principal: Principal, team_id: str) -> tuple[Organization, Team]:
+    def _team(s: Session, caller: Subject, team_id: str) -> tuple[Organization, Team]:
         row = s.execute(
             select(Organization, Team)
             .join(Team, Team.organization_id == Organization.id)
             .where(Team.id == team_id)
         ).first()
         visible = row is not None and (
-            principal.can(ORG_MANAGE, row[0].id)
+            authz.can(caller, ORG_MANAGE, row[0].id)
             or (
-                bool(principal.permissions(row[0].id))
-                and (row[1].visibility == "organization" or row[1].id in principal.access.team_ids)
+                bool(authz.permissions(caller, row[0].id))
+                and (row[1].visibility == "organization" or row[1].id in caller.access.team_ids)
             )
         )
         if row is None or not visible:
@@ -98,35 +98,35 @@ class RbacService:
         return user
 
     @staticmethod
-    def _actor(principal: Principal, source: str) -> Actor:
-        return Actor(principal.user_id, principal.username, source)
+    def _actor(caller: Subject, source: str) -> Actor:
+        return Actor(caller.id, caller.name, source)
 
     # ---- teams ------------------------------------------------------------------------------
 
-    def list_teams(self, principal: Principal, org_name: str) -> list[TeamView]:
+    def list_teams(self, caller: Subject, org_name: str) -> list[TeamView]:
         with self._db.unit_of_work() as s:
-            org = OrganizationService.readable(s, principal, org_name)
+            org = OrganizationService.readable(s, caller, org_name)
             teams = list(
                 s.scalars(select(Team).where(Team.organization_id == org.id).order_by(Team.name))
             )
-            if not principal.can(ORG_MANAGE, org.id):
+            if not authz.can(caller, ORG_MANAGE, org.id):
                 # As in HCP Terraform: secret teams are visible to their members only.
                 teams = [
                     t
                     for t in teams
-                    if t.visibility == "organization" or t.id in principal.access.team_ids
+                    if t.visibility == "organization" or t.id in caller.access.team_ids
                 ]
             members = self._members(s, [t.id for t in teams])
             return [TeamView(t, org, members[t.id]) for t in teams]
 
-    def get_team(self, principal: Principal, team_id: str) -> TeamView:
+    def get_team(self, caller: Subject, team_id: str) -> TeamView:
         with self._db.unit_of_work() as s:
-            org, team = self._team(s, principal, team_id)
+            org, team = self._team(s, caller, team_id)
             return TeamView(team, org, self._members(s, [team.id])[team.id])
 
     def create_team(
         self,
-        principal: Principal,
+        caller: Subject,
         org_name: str,
         name: str,
         *,
@@ -138,7 +138,7 @@ class RbacService:
         check_slug("team", name, max_len=100)
         flags = _check_flags(org_access)
         with self._db.unit_of_work(write=True) as s:
-            org = self._managed_org(s, principal, org_name)
+            org = self._managed_org(s, caller, org_name)
             team = Team(
                 id=ids.new_id("team"),
                 organization_id=org.id,
@@ -159,7 +159,7 @@ class RbacService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.team.create",
                 subject=f"{org.name}/{name}",
                 organization_access=flags,
@@ -170,7 +170,7 @@ class RbacService:
 
     def update_team(
         self,
-        principal: Principal,
+        caller: Subject,
         team_id: str,
         *,
         name: str | None,
@@ -181,8 +181,8 @@ class RbacService:
         source: str,
     ) -> TeamView:
         with self._db.unit_of_work(write=True) as s:
-            org, team = self._team(s, principal, team_id)
-            self._managed_org(s, principal, org.name)
+            org, team = self._team(s, caller, team_id)
+            self._managed_org(s, caller, org.name)
             where = f"{org.name}/{team.name}"
             if name is not None and name != team.name:
                 if team.name == OWNERS_TEAM:
@@ -206,7 +206,7 @@ class RbacService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.team.update",
                 subject=where,
                 name=team.name,
@@ -216,10 +216,10 @@ class RbacService:
             s.commit()
             return TeamView(team, org, self._members(s, [team.id])[team.id])
 
-    def delete_team(self, principal: Principal, team_id: str, source: str) -> None:
+    def delete_team(self, caller: Subject, team_id: str, source: str) -> None:
         with self._db.unit_of_work(write=True) as s:
-            org, team = self._team(s, principal, team_id)
-            self._managed_org(s, principal, org.name)
+            org, team = self._team(s, caller, team_id)
+            self._managed_org(s, caller, org.name)
             if team.name == OWNERS_TEAM:
                 raise Conflict("the owners team cannot be deleted")
             where = f"{org.name}/{team.name}"
@@ -228,9 +228,7 @@ class RbacService:
                 update(ApiToken)
                 .where(
                     ApiToken.user_id.in_(
-                        select(User.id).where(
-                            User.username == f"api-team-{team.id}", User.is_service_account
-                        )
+                        select(User.id).where(User.team_id == team.id, User.is_service_account)
                     ),
                     ApiToken.revoked_at.is_(None),
                 )
@@ -241,18 +239,18 @@ class RbacService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.team.delete",
                 subject=where,
             )
             s.commit()
 
     def change_members(
-        self, principal: Principal, team_id: str, users: list[str], *, add: bool, source: str
+        self, caller: Subject, team_id: str, users: list[str], *, add: bool, source: str
     ) -> TeamView:
         with self._db.unit_of_work(write=True) as s:
-            org, team = self._team(s, principal, team_id)
-            self._managed_org(s, principal, org.name)
+            org, team = self._team(s, caller, team_id)
+            self._managed_org(s, caller, org.name)
             for i, name in enumerate(users):
                 user = self._user(s, name, f"/data/{i}")
                 current = s.get(TeamMembership, (team.id, user.id))
@@ -266,7 +264,7 @@ class RbacService:
                 record(
                     s,
                     at=self._clock.now(),
-                    actor=self._actor(principal, source),
+                    actor=self._actor(caller, source),
                     action="rbac.member.add" if add else "rbac.member.remove",
                     subject=f"{org.name}/{team.name}",
                     user=user.username,
@@ -301,14 +299,14 @@ class RbacService:
 
     def list_grants(
         self,
-        principal: Principal,
+        caller: Subject,
         org_name: str,
         *,
         kind: str | None = None,
         workspace_id: str | None = None,
     ) -> list[GrantView]:
         with self._db.unit_of_work() as s:
-            org = self._managed_org(s, principal, org_name)
+            org = self._managed_org(s, caller, org_name)
             stmt = select(Grant).where(Grant.organization_id == org.id)
             if kind:
                 stmt = stmt.where(Grant.kind == kind)
@@ -316,15 +314,15 @@ class RbacService:
                 stmt = stmt.where(Grant.workspace_id == workspace_id)
             return [self._grant_view(s, org, g) for g in s.scalars(stmt.order_by(Grant.created_at))]
 
-    def org_of_workspace(self, principal: Principal, ws_id: str) -> str:
+    def org_of_workspace(self, caller: Subject, ws_id: str) -> str:
         """The organization of a workspace the caller may read (404 otherwise)."""
         with self._db.unit_of_work() as s:
-            org, _ = WorkspaceService.find(s, principal, ws_id)
+            org, _ = WorkspaceService.find(s, caller, ws_id)
             return org.name
 
     def create_grant(
         self,
-        principal: Principal,
+        caller: Subject,
         org_name: str,
         *,
         role: str,
@@ -347,7 +345,7 @@ class RbacService:
                 pointer="/workspaces",
             )
         with self._db.unit_of_work(write=True) as s:
-            org = self._managed_org(s, principal, org_name)
+            org = self._managed_org(s, caller, org_name)
             self._check_role(s, org, role, kind)
             team_row = None
             if team is not None:
@@ -382,7 +380,7 @@ class RbacService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.grant.create",
                 subject=f"{org.name}: {role} on {pattern or view.workspace_name} to "
                 f"{'team ' + view.team_name if view.team_name else 'user ' + str(view.username)}",
@@ -408,24 +406,24 @@ class RbacService:
                 pointer="/role",
             )
 
-    def find_grant(self, principal: Principal, grant_id: str) -> GrantView:
+    def find_grant(self, caller: Subject, grant_id: str) -> GrantView:
         with self._db.unit_of_work() as s:
             g = s.get(Grant, grant_id)
             if g is None:
                 raise NotFound(f"grant {grant_id!r} not found")
             org = s.get(Organization, g.organization_id)
             assert org is not None
-            if not principal.can(ORG_MANAGE, org.id):
+            if not authz.can(caller, ORG_MANAGE, org.id):
                 raise NotFound(f"grant {grant_id!r} not found")
             return self._grant_view(s, org, g)
 
     def update_grant_role(
-        self, principal: Principal, grant_id: str, role: str, source: str
+        self, caller: Subject, grant_id: str, role: str, source: str
     ) -> GrantView:
         with self._db.unit_of_work(write=True) as s:
             g = s.get(Grant, grant_id)
             org = s.get(Organization, g.organization_id) if g else None
-            if g is None or org is None or not principal.can(ORG_MANAGE, org.id):
+            if g is None or org is None or not authz.can(caller, ORG_MANAGE, org.id):
                 raise NotFound(f"grant {grant_id!r} not found")
             self._check_role(s, org, role, g.kind)
             g.role = role
@@ -433,7 +431,7 @@ class RbacService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.grant.update",
                 subject=grant_id,
                 role=role,
@@ -441,17 +439,17 @@ class RbacService:
             s.commit()
             return self._grant_view(s, org, g)
 
-    def delete_grant(self, principal: Principal, grant_id: str, source: str) -> None:
+    def delete_grant(self, caller: Subject, grant_id: str, source: str) -> None:
         with self._db.unit_of_work(write=True) as s:
             g = s.get(Grant, grant_id)
             org = s.get(Organization, g.organization_id) if g else None
-            if g is None or org is None or not principal.can(ORG_MANAGE, org.id):
+            if g is None or org is None or not authz.can(caller, ORG_MANAGE, org.id):
                 raise NotFound(f"grant {grant_id!r} not found")
             s.delete(g)
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.grant.delete",
                 subject=grant_id,
             )
@@ -459,9 +457,9 @@ class RbacService:
 
     # ---- roles ------------------------------------------------------------------------------
 
-    def list_roles(self, principal: Principal, org_name: str) -> list[tuple[str, list[str], bool]]:
+    def list_roles(self, caller: Subject, org_name: str) -> list[tuple[str, list[str], bool]]:
         with self._db.unit_of_work() as s:
-            org = OrganizationService.readable(s, principal, org_name)
+            org = OrganizationService.readable(s, caller, org_name)
             out = [(n, sorted(p), True) for n, p in BUILTIN_ROLES.items()]
             for r in s.scalars(
                 select(Role).where(Role.organization_id == org.id).order_by(Role.name)
@@ -470,13 +468,13 @@ class RbacService:
             return out
 
     def create_role(
-        self, principal: Principal, org_name: str, name: str, perms: frozenset[str], source: str
+        self, caller: Subject, org_name: str, name: str, perms: frozenset[str], source: str
     ) -> None:
         check_slug("role", name, max_len=64)
         if name in BUILTIN_ROLES:
             raise Invalid(f"{name!r} is a built-in role", pointer="/name")
         with self._db.unit_of_work(write=True) as s:
-            org = self._managed_org(s, principal, org_name)
+            org = self._managed_org(s, caller, org_name)
             s.add(
                 Role(
                     id=ids.new_id("role"),
@@ -493,16 +491,16 @@ class RbacService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.role.create",
                 subject=f"{org_name}/{name}",
                 permissions=sorted(perms),
             )
             s.commit()
 
-    def delete_role(self, principal: Principal, org_name: str, name: str, source: str) -> None:
+    def delete_role(self, caller: Subject, org_name: str, name: str, source: str) -> None:
         with self._db.unit_of_work(write=True) as s:
-            org = self._managed_org(s, principal, org_name)
+            org = self._managed_org(s, caller, org_name)
             n = affected(
                 s.execute(delete(Role).where(Role.organization_id == org.id, Role.name == name))
             )
@@ -512,7 +510,7 @@ class RbacService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.role.delete",
                 subject=f"{org_name}/{name}",
             )
@@ -520,13 +518,13 @@ class RbacService:
 
     # ---- users (site admin) -----------------------------------------------------------------
 
-    def create_user(self, principal: Principal, username: str, email: str, source: str) -> User:
-        if not principal.is_site_admin:
+    def create_user(self, caller: Subject, username: str, email: str, source: str) -> User:
+        if not caller.is_site_admin:
             raise Forbidden("only a site admin may create users")
         check_slug("user", username, max_len=100)
-        if username.startswith(SERVICE_PREFIXES):
+        if is_reserved_name(username):
             raise Invalid(
-                f"usernames starting with {' or '.join(SERVICE_PREFIXES)} are reserved for "
+                f"usernames starting with {' or '.join(RESERVED_PREFIXES)} are reserved for "
                 "organization and team tokens",
                 pointer="/username",
             )
@@ -546,15 +544,15 @@ class RbacService:
             record(
                 s,
                 at=self._clock.now(),
-                actor=self._actor(principal, source),
+                actor=self._actor(caller, source),
                 action="rbac.user.create",
                 subject=username,
             )
             s.commit()
             return user
 
-    def list_users(self, principal: Principal) -> list[User]:
-        if not principal.is_site_admin:
+    def list_users(self, caller: Subject) -> list[User]:
+        if not caller.is_site_admin:
             raise NotFound("there is no such resource, or you are not allowed to see it")
         with self._db.unit_of_work() as s:
             return list(s.scalars(select(User).order_by(User.username)))

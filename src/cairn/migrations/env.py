@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from cairn.db.schema import metadata
+from cairn.migrations.schema import metadata
 
 config = context.config
 

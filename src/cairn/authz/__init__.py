@@ -1,0 +1,47 @@
+"""Authorization: the vocabulary and the one decider (ground floor: imports only ``errors``
+and ``db``).
+
+- ``permissions``: what may be done (``workspace:read`` … ``org:manage``).
+- ``roles``: built-in roles (TFE access levels), organization-access flags, custom role checks.
+- ``model``: teams, memberships, custom roles and grants (the tables access is loaded from).
+- ``access``: ``Access`` and ``load_access`` (once per request, in its transaction).
+- ``subject``: ``Subject`` = ``User | ServiceAccount | System``, and lock ``Holder``.
+- ``authorizer``: ``require`` / ``allowed`` / ``visible`` (SQL filter) and the 404/403 style.
+"""
+
+from cairn.authz.authorizer import (
+    SITE,
+    SITE_MANAGE,
+    SITE_READ,
+    Org,
+    Target,
+    Ws,
+    allowed,
+    can,
+    not_found,
+    permissions,
+    require,
+    visible,
+)
+from cairn.authz.subject import Holder, ServiceAccount, Subject, System, User, holder_of
+
+__all__ = [
+    "SITE",
+    "SITE_MANAGE",
+    "SITE_READ",
+    "Holder",
+    "Org",
+    "ServiceAccount",
+    "Subject",
+    "System",
+    "Target",
+    "User",
+    "Ws",
+    "allowed",
+    "can",
+    "holder_of",
+    "not_found",
+    "permissions",
+    "require",
+    "visible",
+]

@@ -1,0 +1,226 @@
+"""The one place where access is decided.
+
+``require(subject, permission, target)`` raises, ``allowed`` answers, ``visible`` turns the
+same rule into a SQL condition so that lists are filtered by the database (and paged there)
+instead of loading every row. Everything else in cairn asks these three.
+
+The rules (DESIGN.md, "Identity for people"):
+- a site admin may do everything; ``org:manage`` in an organization means everything in it;
+- otherwise permissions are the union of the organization rights of the subject's teams (or
+  its organization token) and of every grant whose workspace ID or name pattern matches;
+- a subject that may not read a target is told it does not exist (404, no existence leak);
+  one that may read it but not do what it asked is refused (403);
+- any error while deciding denies.
+
+One message style: ``<kind> <name> not found, or you are not allowed to see it`` and
+``you may not <do> <kind> <name>: that needs the <permission> permission``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import ColumnElement, false, or_, true
+
+from cairn.authz.permissions import (
+    ALL_PERMISSIONS,
+    ORG_MANAGE,
+    ORG_READ,
+    WORKSPACE_READ,
+)
+from cairn.authz.subject import Subject
+from cairn.errors import Forbidden, NotFound
+
+# Site-wide actions (signing keys, the audit log, user accounts): site admins only.
+SITE_READ: Final = "site:read"
+SITE_MANAGE: Final = "site:manage"
+_READS: Final = frozenset({WORKSPACE_READ, ORG_READ, SITE_READ})
+
+
+@dataclass(frozen=True)
+class Site:
+    """The installation itself."""
+
+    @property
+    def label(self) -> str:
+        return "this cairn"
+
+
+@dataclass(frozen=True)
+class Org:
+    """An organization, as a target of a check."""
+
+    id: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"organization {self.name!r}"
+
+
+@dataclass(frozen=True)
+class Ws:
+    """A workspace, as a target of a check (its organization's ID and name with it)."""
+
+    org_id: str
+    org_name: str
+    id: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"workspace {self.org_name}/{self.name}"
+
+
+Target = Site | Org | Ws
+SITE: Final = Site()
+
+
+def permissions(
+    subject: Subject,
+    organization_id: str,
+    workspace_name: str | None = None,
+    workspace_id: str | None = None,
+) -> frozenset[str]:
+    """Permissions in one organization (and on one workspace, when named). Deny unless
+    granted; any error while checking denies."""
+    try:
+        if subject.is_site_admin:
+            return ALL_PERMISSIONS
+        access = subject.access
+        org = access.organization.get(organization_id, frozenset())
+        if ORG_MANAGE in org:
+            return ALL_PERMISSIONS
+        perms = set(org)
+        if workspace_name is None and workspace_id is None:
+            if perms or any(g.organization_id == organization_id for g in access.grants):
+                perms.add(ORG_READ)
+            return frozenset(perms)
+        for grant in access.grants:
+            if grant.matches(organization_id, workspace_name, workspace_id):
+                perms |= grant.permissions
+        if WORKSPACE_READ in perms:
+            perms.add(ORG_READ)
+        return frozenset(perms)
+    except Exception:
+        return frozenset()
+
+
+def permissions_on(subject: Subject, target: Target) -> frozenset[str]:
+    """Every permission the subject has on ``target``."""
+    if isinstance(target, Site):
+        return frozenset({SITE_READ, SITE_MANAGE}) if subject.is_site_admin else frozenset()
+    if isinstance(target, Org):
+        return permissions(subject, target.id)
+    return permissions(subject, target.org_id, target.name, target.id)
+
+
+def allowed(subject: Subject, permission: str, target: Target) -> bool:
+    return permission in permissions_on(subject, target)
+
+
+def not_found(kind: str, name: str) -> NotFound:
+    """The answer for something that does not exist and for something the caller may not
+    read: the same, so that existence does not leak."""
+    return NotFound(f"{kind} {name} not found, or you are not allowed to see it")
+
+
+def _reads(target: Target) -> str:
+    if isinstance(target, Site):
+        return SITE_READ
+    if isinstance(target, Org):
+        return ORG_READ
+    return WORKSPACE_READ
+
+
+def require(subject: Subject, permission: str, target: Target, *, doing: str = "") -> None:
+    """Raise unless ``subject`` has ``permission`` on ``target``: NotFound when it may not
+    even read the target (or asked to read it), Forbidden otherwise. ``doing`` says what was
+    refused in the user's words ("lock", "delete", "change the settings of")."""
+    perms = permissions_on(subject, target)
+    if permission in perms:
+        return
+    if permission in _READS or _reads(target) not in perms:
+        if isinstance(target, Site):
+            raise NotFound("there is no such resource, or you are not allowed to see it")
+        raise NotFound(f"{target.label} not found, or you are not allowed to see it")
+    what = f"{doing} {target.label}" if doing else f"do this to {target.label}"
+    raise Forbidden(f"you may not {what}: that needs the {permission} permission")
+
+
+def visible(
+    subject: Subject,
+    permission: str,
+    organization_id: str,
+    *,
+    workspace_id: ColumnElement[str],
+    workspace_name: ColumnElement[str],
+    dialect: str,
+) -> ColumnElement[bool]:
+    """A SQL condition on a workspace query: true for the workspaces of ``organization_id``
+    on which ``subject`` has ``permission`` (the same rule as ``permissions``, for lists)."""
+    if permission in permissions(subject, organization_id):
+        return true()  # organization-wide: a site admin, org:manage, a team's access flags
+    clauses: list[ColumnElement[bool]] = []
+    ids: list[str] = []
+    for grant in subject.access.grants:
+        if grant.organization_id != organization_id or permission not in grant.permissions:
+            continue
+        if grant.workspace_id is not None:
+            ids.append(grant.workspace_id)
+        elif grant.pattern is not None:
+            clauses.append(_pattern_clause(workspace_name, grant.pattern, dialect))
+    if ids:
+        clauses.append(workspace_id.in_(ids))
+    return or_(*clauses) if clauses else false()
+
+
+def _pattern_clause(column: ColumnElement[str], pattern: str, dialect: str) -> ColumnElement[bool]:
+    """``fnmatch.fnmatchcase(name, pattern)`` in SQL (patterns hold letters, digits, ``-``,
+    ``_`` and ``* ? [ ] !``: see ``teams`` grant validation)."""
+    if not any(c in pattern for c in "*?["):
+        return column == pattern
+    if dialect == "sqlite":
+        # GLOB is fnmatchcase with [^...] for negated sets.
+        return column.op("GLOB")(pattern.replace("[!", "[^"))
+    return column.op("~")(_posix_regex(pattern))
+
+
+def _posix_regex(pattern: str) -> str:
+    out = ["^"]
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] == "!" else i + 1)
+            if end == -1:
+                out.append("\\[")
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body + "]")
+                i = end
+        elif c.isalnum() or c == "_":
+            out.append(c)
+        else:
+            out.append("\\" + c)
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def can(
+    subject: Subject,
+    permission: str,
+    organization_id: str,
+    workspace_name: str | None = None,
+    workspace_id: str | None = None,
+) -> bool:
+    """``allowed`` for callers that hold IDs and names rather than a target."""
+    return permission in permissions(subject, organization_id, workspace_name, workspace_id)
