@@ -51,6 +51,7 @@ from cairn.state.service import StateService
 from cairn.teams import api as teams_api
 from cairn.teams.service import RbacService
 from cairn.tfeapi import service_discovery as discovery
+from cairn.tfeapi.http import Pipeline
 from cairn.tfeapi.jsonapi import error_response
 from cairn.workspaces import api as ws_api
 from cairn.workspaces.service import WorkspaceService
@@ -272,6 +273,12 @@ def create_app(ctx: AppContext) -> Starlette:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.pipeline = Pipeline(
+        db=ctx.db,
+        lane=ctx.audited,
+        authenticators={"token": ctx.tokens.authenticator()},
+        default_limit=ctx.settings.max_json_body_bytes,
+    )
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
 

@@ -14,17 +14,23 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event
 
-from cairn.audit.lane import AuditedLane, Stage
-from cairn.audit.log import Actor
+from cairn.audit.lane import AuditedLane
+from cairn.audit.log import Actor, record
 from cairn.db.engine import Database, make_engine
 from cairn.migrations.migrate import upgrade
 
 ACTOR = Actor("user-AbCdEfGhIjKlMnOp", "pipeline", "192.0.2.7")
 REQUEST = contextvars.ContextVar("request", default="")
+
+
+def audit(**event: Any) -> None:
+    """What a job on the lane does to audit: ``record`` stages the event with the lane."""
+    record(None, **event)
 
 
 @pytest.fixture
@@ -67,10 +73,10 @@ def subjects(db_path: Path) -> list[str]:
     return [row[0] for row in rows]
 
 
-def mint_job(subject: str, *, seen: list[str] | None = None) -> Callable[[Stage], str]:
+def mint_job(subject: str, *, seen: list[str] | None = None) -> Callable[[], str]:
     """A job like a mint: stages one event and returns a "token"."""
 
-    def job(audit: Stage) -> str:
+    def job() -> str:
         if seen is not None:
             seen.append(subject)
         audit(at=datetime.now(UTC), actor=ACTOR, action="oidc.token.mint", subject=subject, jti="j")
@@ -84,7 +90,7 @@ def test_an_answer_arrives_only_once_its_event_is_visible_to_another_connection(
 ) -> None:
     visible_while_running: list[list[str]] = []
 
-    def job(audit: Stage) -> str:
+    def job() -> str:
         audit(at=datetime.now(UTC), actor=ACTOR, action="oidc.token.mint", subject="one")
         visible_while_running.append(subjects(db_path))  # staged, not yet committed
         return "token"
@@ -117,9 +123,9 @@ def test_jobs_queued_while_the_lane_is_busy_share_one_commit_in_arrival_order(
     release = threading.Event()
     ran: list[str] = []
 
-    def first(audit: Stage) -> str:
+    def first() -> str:
         release.wait(10)  # keeps the lane busy while the others queue up
-        return mint_job("s0", seen=ran)(audit)
+        return mint_job("s0", seen=ran)()
 
     async def main() -> list[str]:
         tasks = [asyncio.create_task(lane.run(first))]
@@ -147,9 +153,9 @@ def test_a_failed_commit_fails_every_job_of_its_batch_and_stores_none_of_it(
         )
     release = threading.Event()
 
-    def blocker(audit: Stage) -> str:
+    def blocker() -> str:
         release.wait(10)
-        return mint_job("bad")(audit)
+        return mint_job("bad")()
 
     async def batch() -> list[str | BaseException]:
         tasks = [asyncio.create_task(lane.run(blocker))]
@@ -177,7 +183,7 @@ def test_a_job_that_fails_stores_nothing_and_does_not_fail_the_others(
     class Refused(Exception):
         pass
 
-    def failing(audit: Stage) -> str:
+    def failing() -> str:
         audit(at=datetime.now(UTC), actor=ACTOR, action="oidc.token.mint", subject="failed")
         raise Refused("no")
 
@@ -196,7 +202,7 @@ def test_a_job_that_fails_stores_nothing_and_does_not_fail_the_others(
 
 
 def test_a_job_runs_in_the_context_of_the_request_that_submitted_it(lane: AuditedLane) -> None:
-    def job(audit: Stage) -> str:
+    def job() -> str:
         return REQUEST.get()
 
     async def one(name: str) -> str:
@@ -214,9 +220,9 @@ def test_close_finishes_and_commits_the_queued_jobs_then_jobs_commit_alone(
 ) -> None:
     release = threading.Event()
 
-    def first(audit: Stage) -> str:
+    def first() -> str:
         release.wait(10)
-        return mint_job("q0")(audit)
+        return mint_job("q0")()
 
     async def main() -> tuple[list[str], list[str], str, list[str]]:
         tasks = [asyncio.create_task(lane.run(first))]

@@ -96,19 +96,19 @@ def _admin_only(call: Call) -> None:
         raise NotFound(_HIDDEN)
 
 
-async def list_events(call: Call) -> Response:
+def list_events(call: Call) -> Response:
     _admin_only(call)
     q = parse_query(call.request)
     page = page_from(call.request)
-    rows, total = await call.run(AuditLog(call.ctx.db).search, q, page)
+    rows, total = AuditLog(call.ctx.db).search(q, page)
     return JsonApiResponse(
         {"data": [event_doc(e) for e in rows], "meta": pagination_meta(page, total)}
     )
 
 
-async def show_event(call: Call) -> Response:
+def show_event(call: Call) -> Response:
     _admin_only(call)
-    event = await call.run(AuditLog(call.ctx.db).get, call.param("id"))
+    event = AuditLog(call.ctx.db).get(call.param("id"))
     if event is None:
         raise NotFound(_HIDDEN)
     return JsonApiResponse({"data": event_doc(event)})

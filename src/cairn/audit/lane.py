@@ -36,13 +36,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import insert
 from starlette.concurrency import run_in_threadpool
 
-from cairn.audit.log import Actor, event_row, log_event
+from cairn.audit.log import log_event, staging
 from cairn.audit.model import AuditEvent
 from cairn.db.base import table_of
 from cairn.db.engine import Database
@@ -55,51 +54,17 @@ MAX_BATCH = 64
 _INSERT = insert(table_of(AuditEvent))  # Core: one executemany per batch
 
 
-class Stage(Protocol):
-    """Queues one audit event for the job that calls it (the arguments of
-    ``cairn.audit.log.record``); it is committed before the job is answered."""
-
-    def __call__(
-        self,
-        *,
-        at: datetime,
-        actor: Actor,
-        action: str,
-        subject: str,
-        outcome: str = "success",
-        **details: Any,
-    ) -> None: ...
-
-
 @dataclass
 class _Job(Generic[T]):
     """One submitted job, and where its answer goes."""
 
-    fn: Callable[[Stage], T]
+    fn: Callable[[], T]
     context: contextvars.Context
     loop: asyncio.AbstractEventLoop
     answer: asyncio.Future[T]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    subjects: list[str] = field(default_factory=list)  # full subjects, for the log lines
+    staged: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (row, subject)
     result: T | None = None
     error: BaseException | None = None
-
-    def stage(
-        self,
-        *,
-        at: datetime,
-        actor: Actor,
-        action: str,
-        subject: str,
-        outcome: str = "success",
-        **details: Any,
-    ) -> None:
-        self.rows.append(
-            event_row(
-                at=at, actor=actor, action=action, subject=subject, outcome=outcome, **details
-            )
-        )
-        self.subjects.append(subject)
 
     def outcome(self) -> T:
         """The job's result, or its error (or its batch's commit error) raised."""
@@ -107,12 +72,20 @@ class _Job(Generic[T]):
             raise self.error
         return cast(T, self.result)
 
+    def _staged(self) -> T:
+        """The job, with the events it records (``cairn.audit.log.record``) staged here."""
+        token = staging.set(self.staged)
+        try:
+            return self.fn()
+        finally:
+            staging.reset(token)
+
     def run(self) -> None:
         try:
-            self.result = self.context.run(self.fn, self.stage)
+            self.result = self.context.run(self._staged)
         except BaseException as exc:  # the job's own error, answered to its caller
             self.error = exc
-            self.rows.clear()  # a job that failed did nothing to audit
+            self.staged.clear()  # a job that failed did nothing to audit
 
 
 class AuditedLane:
@@ -128,9 +101,9 @@ class AuditedLane:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    async def run(self, fn: Callable[[Stage], T]) -> T:
-        """Run ``fn(stage)`` on the lane and return its result once the events it staged are
-        committed; raise its error, or the commit's."""
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on the lane and return its result once the audit events it recorded
+        are committed; raise its error, or the commit's."""
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(fn, contextvars.copy_context(), loop, loop.create_future())
         with self._cond:
@@ -192,20 +165,20 @@ class AuditedLane:
     def _commit(self, batch: list[_Job[Any]]) -> None:
         """One transaction for the events of the jobs that returned; if it fails, each of
         those jobs fails with its error and none of the events is stored."""
-        jobs = [job for job in batch if job.rows]
+        jobs = [job for job in batch if job.staged]
         if not jobs:
             return
         try:
             # Like every writer: the process's SQLite writer lock and BEGIN IMMEDIATE; on
             # PostgreSQL a plain transaction. Core, without a Session: nothing is an entity.
             with self._db.write_transaction() as conn:
-                conn.execute(_INSERT, [row for job in jobs for row in job.rows])
+                conn.execute(_INSERT, [row for job in jobs for row, _ in job.staged])
         except BaseException as exc:  # even an interrupt: no job may be answered as done
             for job in jobs:
                 job.error = exc
             return
         for job in jobs:
-            for row, subject in zip(job.rows, job.subjects, strict=True):
+            for row, subject in job.staged:
                 log_event(row, subject)  # only events that are stored are logged
 
 

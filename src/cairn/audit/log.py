@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from cairn import ids
 from cairn.audit.model import AuditEvent
+from cairn.db.engine import current_session
 
 log = logging.getLogger("cairn.audit")
 
@@ -81,8 +82,15 @@ def log_event(row: dict[str, Any], subject: str) -> None:
     )
 
 
+# Set by the audited lane while it runs a job: events are staged there and committed with those
+# of the jobs around it (group commit) instead of being added to the job's own transaction.
+staging: ContextVar[list[tuple[dict[str, Any], str]] | None] = ContextVar(
+    "cairn_audit_staging", default=None
+)
+
+
 def record(
-    s: Session,
+    s: Session | None,
     *,
     at: datetime,
     actor: Actor,
@@ -91,6 +99,15 @@ def record(
     outcome: str = "success",
     **details: Any,
 ) -> None:
+    """Record an event in the transaction of ``s`` (None: the current unit of work), or stage
+    it when an audited-lane job is running (committed before that job is answered)."""
     row = event_row(at=at, actor=actor, action=action, subject=subject, outcome=outcome, **details)
-    s.add(AuditEvent(**row))
+    staged = staging.get()
+    if staged is not None:
+        staged.append((row, subject))
+        return
+    session = s if s is not None else current_session()
+    if session is None:
+        raise RuntimeError("an audit event needs a unit of work to be recorded in")
+    session.add(AuditEvent(**row))
     log_event(row, subject)

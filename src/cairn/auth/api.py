@@ -48,13 +48,13 @@ def _user(call: Call, user_id: str) -> User:
     return user
 
 
-async def account_details(call: Call) -> Response:
-    user = await call.run(_user, call, call.caller.id)
+def account_details(call: Call) -> Response:
+    user = _user(call, call.caller.id)
     return JsonApiResponse({"data": user_doc(user, me=True)})
 
 
-async def show_user(call: Call) -> Response:
-    user = await call.run(_user, call, call.param("id"))
+def show_user(call: Call) -> Response:
+    user = _user(call, call.param("id"))
     return JsonApiResponse({"data": user_doc(user, me=user.id == call.caller.id)})
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
+from starlette.requests import Request
 
 from cairn import ids
 from cairn.auth.model import ApiToken
@@ -28,9 +28,9 @@ from cairn.crypto import Keyring
 from cairn.db.base import table_of
 from cairn.db.engine import Database
 from cairn.errors import Unauthorized
+from cairn.tfeapi.http import bearer_token
 
 log = logging.getLogger("cairn.auth")
-R = TypeVar("R")
 
 TOKEN_PREFIX = "cairn_"  # noqa: S105 - a public prefix for secret scanners, not a secret
 _ALPHABET = string.ascii_letters + string.digits
@@ -111,25 +111,16 @@ class TokenService:
         self._clock = clock
 
     def authenticate(self, token: str) -> Subject:
-        """The caller behind a bearer token. Raises Unauthorized, never says why in detail
-        beyond what helps the user (no hint whether a token ever existed)."""
-        with self._db.read_transaction() as conn:
-            presented = self._lookup(conn, token)
-        return self._admit(presented)
+        """The subject behind a bearer token, in a transaction of its own (or the unit of work
+        in progress). Raises Unauthorized, never says why in detail beyond what helps the user
+        (no hint whether a token ever existed)."""
+        found = self.authenticator().authenticate(token)
+        found.after()
+        return found.subject
 
-    def authenticate_reading(
-        self, token: str, read: Callable[[Connection], R]
-    ) -> tuple[Subject, R]:
-        """``authenticate``, and ``read(conn)`` in the same read transaction (run only for a
-        usable token): for hot endpoints, whose own lookups then cost no transaction of their
-        own. The token, the user's access and what ``read`` sees are one snapshot, read for
-        this request: nothing is cached between requests."""
-        with self._db.read_transaction() as conn:
-            presented = self._lookup(conn, token)
-            found = (read(conn),) if presented.usable else ()
-        caller = self._admit(presented)  # raises unless the token was usable
-        assert found
-        return caller, found[0]
+    def authenticator(self) -> TokenAuthenticator:
+        """The request pipeline's ``"token"`` authenticator."""
+        return TokenAuthenticator(self)
 
     def _lookup(self, conn: Connection, token: str) -> Presented:
         """Read a bearer token, its user and (when usable) the user's access in ``conn``'s
@@ -151,9 +142,20 @@ class TokenService:
         access = load_access(conn, row.user_id, organization_id=org_token)
         return Presented(now, row, access)
 
+    def _touch(self, presented: Presented) -> None:
+        """Record when the token was last used (at most once per ``_LAST_USED_GRANULARITY``),
+        in a transaction of its own: after the request's, which may be read-only."""
+        row, now = presented.row, presented.now
+        if row is None or row.revoked_at is not None:
+            return
+        if row.expires_at is not None and row.expires_at <= now:
+            return
+        if row.last_used_at is None or now - row.last_used_at >= _LAST_USED_GRANULARITY:
+            with self._db.write_transaction() as conn:
+                conn.execute(_TOUCH, {"token_id": row.token_id, "at": now})
+
     def _admit(self, presented: Presented) -> Subject:
-        """The caller of a looked-up token, or Unauthorized saying why not. Records when the
-        token was last used (at most once per ``_LAST_USED_GRANULARITY``)."""
+        """The subject of a looked-up token, or Unauthorized saying why not."""
         row, now = presented.row, presented.now
         if row is None:
             raise Unauthorized("the API token is not valid; check it, or create a new one")
@@ -161,9 +163,6 @@ class TokenService:
             raise Unauthorized("the API token has been revoked; create a new one")
         if row.expires_at is not None and row.expires_at <= now:
             raise Unauthorized("the API token has expired; create a new one")
-        if row.last_used_at is None or now - row.last_used_at >= _LAST_USED_GRANULARITY:
-            with self._db.write_transaction() as conn:
-                conn.execute(_TOUCH, {"token_id": row.token_id, "at": now})
         if row.disabled_at is not None:
             raise Unauthorized("this user is disabled; ask an administrator")
         access = presented.access or Access()
@@ -282,3 +281,43 @@ class TokenService:
             s.add(row)
             s.commit()
         return row, value
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A token the pipeline let in, and the last-used write to do after the request."""
+
+    subject: Subject
+    presented: Presented
+    tokens: TokenService
+
+    def after(self) -> None:
+        self.tokens._touch(self.presented)
+
+
+class TokenAuthenticator:
+    """API tokens (``Authorization: Bearer <token>``) for the request pipeline: read in the
+    job's own transaction (``TokenService._lookup`` joins the unit of work in progress)."""
+
+    def __init__(self, tokens: TokenService) -> None:
+        self._tokens = tokens
+
+    def credential(self, request: Request) -> str | None:
+        return bearer_token(request)
+
+    def missing(self) -> Unauthorized:
+        return Unauthorized(
+            "a valid API token is required: pass it as 'Authorization: Bearer <token>' "
+            "(terraform login, or a credentials block in the CLI configuration)"
+        )
+
+    def authenticate(self, credential: str) -> Admitted:
+        tokens = self._tokens
+        with tokens._db.read_transaction() as conn:
+            presented = tokens._lookup(conn, credential)
+        try:
+            subject = tokens._admit(presented)
+        except Unauthorized:
+            tokens._touch(presented)  # a disabled user's token was still used
+            raise
+        return Admitted(subject, presented, tokens)

@@ -76,9 +76,12 @@ def _source(call: Call) -> str:
     return client.host if client else ""
 
 
-async def _body(call: Call) -> Document:
+_BODY_LIMIT = 64 * 1024
+
+
+def _body(call: Call) -> Document:
     """The create body; an empty one (older go-tfe sends none) means no attributes."""
-    raw = await call.body(64 * 1024)
+    raw = call.raw
     if not raw.strip():
         return Document(type=TYPE, id=None)
     doc = parse_document(raw, None)
@@ -125,11 +128,10 @@ def _listed(call: Call, rows: list[TokenRow], total: int) -> Response:
 # ---- user tokens -----------------------------------------------------------------------------
 
 
-async def create_user_token(call: Call) -> Response:
-    doc = await _body(call)
+def create_user_token(call: Call) -> Response:
+    doc = _body(call)
     description = doc.string("description", max_len=MAX_DESCRIPTION) or ""
-    issued = await call.run(
-        _service(call).create_user_token,
+    issued = _service(call).create_user_token(
         call.caller,
         call.param("user_id"),
         description,
@@ -139,9 +141,8 @@ async def create_user_token(call: Call) -> Response:
     return _created(issued)
 
 
-async def list_user_tokens(call: Call) -> Response:
-    rows, total = await call.run(
-        _service(call).list_user_tokens,
+def list_user_tokens(call: Call) -> Response:
+    rows, total = _service(call).list_user_tokens(
         call.caller,
         call.param("user_id"),
         page_from(call.request),
@@ -152,26 +153,23 @@ async def list_user_tokens(call: Call) -> Response:
 # ---- any token by id -------------------------------------------------------------------------
 
 
-async def show_token(call: Call) -> Response:
-    row = await call.run(_service(call).get, call.caller, call.param("id"))
+def show_token(call: Call) -> Response:
+    row = _service(call).get(call.caller, call.param("id"))
     return JsonApiResponse({"data": token_doc(row)})
 
 
-async def delete_token(call: Call) -> Response:
-    await call.run(
-        _service(call).revoke, call.caller, call.param("id"), source_address=_source(call)
-    )
+def delete_token(call: Call) -> Response:
+    _service(call).revoke(call.caller, call.param("id"), source_address=_source(call))
     return no_content()
 
 
 # ---- the organization token ------------------------------------------------------------------
 
 
-async def create_org_token(call: Call) -> Response:
+def create_org_token(call: Call) -> Response:
     _no_token_type(call)
-    doc = await _body(call)
-    issued = await call.run(
-        _service(call).create_org_token,
+    doc = _body(call)
+    issued = _service(call).create_org_token(
         call.caller,
         call.param("org"),
         _expiry(doc),
@@ -180,16 +178,15 @@ async def create_org_token(call: Call) -> Response:
     return _created(issued)
 
 
-async def show_org_token(call: Call) -> Response:
+def show_org_token(call: Call) -> Response:
     _no_token_type(call)
-    row = await call.run(_service(call).get_org_token, call.caller, call.param("org"))
+    row = _service(call).get_org_token(call.caller, call.param("org"))
     return JsonApiResponse({"data": token_doc(row)})
 
 
-async def delete_org_token(call: Call) -> Response:
+def delete_org_token(call: Call) -> Response:
     _no_token_type(call)
-    await call.run(
-        _service(call).revoke_org_token,
+    _service(call).revoke_org_token(
         call.caller,
         call.param("org"),
         source_address=_source(call),
@@ -200,11 +197,10 @@ async def delete_org_token(call: Call) -> Response:
 # ---- team tokens -----------------------------------------------------------------------------
 
 
-async def create_team_token(call: Call) -> Response:
+def create_team_token(call: Call) -> Response:
     """The legacy endpoint: the team's one token, replacing the one before."""
-    doc = await _body(call)
-    issued = await call.run(
-        _service(call).create_team_token,
+    doc = _body(call)
+    issued = _service(call).create_team_token(
         call.caller,
         call.param("team_id"),
         _expiry(doc),
@@ -213,16 +209,15 @@ async def create_team_token(call: Call) -> Response:
     return _created(issued)
 
 
-async def create_described_team_token(call: Call) -> Response:
+def create_described_team_token(call: Call) -> Response:
     """One more token for the team; a description tells it apart from the others."""
-    doc = await _body(call)
+    doc = _body(call)
     description = doc.string("description", required=True, max_len=MAX_DESCRIPTION) or ""
     if not description.strip():
         raise Invalid(
             "attribute 'description' must not be blank", pointer="/data/attributes/description"
         )
-    issued = await call.run(
-        _service(call).create_team_token,
+    issued = _service(call).create_team_token(
         call.caller,
         call.param("team_id"),
         _expiry(doc),
@@ -232,14 +227,13 @@ async def create_described_team_token(call: Call) -> Response:
     return _created(issued)
 
 
-async def show_team_token(call: Call) -> Response:
-    row = await call.run(_service(call).get_team_token, call.caller, call.param("team_id"))
+def show_team_token(call: Call) -> Response:
+    row = _service(call).get_team_token(call.caller, call.param("team_id"))
     return JsonApiResponse({"data": token_doc(row)})
 
 
-async def delete_team_token(call: Call) -> Response:
-    await call.run(
-        _service(call).revoke_team_token,
+def delete_team_token(call: Call) -> Response:
+    _service(call).revoke_team_token(
         call.caller,
         call.param("team_id"),
         source_address=_source(call),
@@ -247,9 +241,8 @@ async def delete_team_token(call: Call) -> Response:
     return no_content()
 
 
-async def list_team_tokens(call: Call) -> Response:
-    rows, total = await call.run(
-        _service(call).list_team_tokens,
+def list_team_tokens(call: Call) -> Response:
+    rows, total = _service(call).list_team_tokens(
         call.caller,
         call.param("team_id"),
         page_from(call.request),
@@ -257,9 +250,8 @@ async def list_team_tokens(call: Call) -> Response:
     return _listed(call, rows, total)
 
 
-async def list_org_team_tokens(call: Call) -> Response:
-    rows, total = await call.run(
-        _service(call).list_org_team_tokens,
+def list_org_team_tokens(call: Call) -> Response:
+    rows, total = _service(call).list_org_team_tokens(
         call.caller,
         call.param("org"),
         page_from(call.request),
@@ -271,16 +263,27 @@ def routes() -> list[Route]:
     """Mounted under ``/api/v2``."""
     return [
         route("/users/{user_id}/authentication-tokens", list_user_tokens, ["GET"]),
-        route("/users/{user_id}/authentication-tokens", create_user_token, ["POST"]),
+        route(
+            "/users/{user_id}/authentication-tokens", create_user_token, ["POST"], limit=64 * 1024
+        ),
         route("/authentication-tokens/{id}", show_token, ["GET"]),
         route("/authentication-tokens/{id}", delete_token, ["DELETE"]),
         route("/organizations/{org}/authentication-token", show_org_token, ["GET"]),
-        route("/organizations/{org}/authentication-token", create_org_token, ["POST"]),
+        route(
+            "/organizations/{org}/authentication-token", create_org_token, ["POST"], limit=64 * 1024
+        ),
         route("/organizations/{org}/authentication-token", delete_org_token, ["DELETE"]),
         route("/organizations/{org}/team-tokens", list_org_team_tokens, ["GET"]),
         route("/teams/{team_id}/authentication-token", show_team_token, ["GET"]),
-        route("/teams/{team_id}/authentication-token", create_team_token, ["POST"]),
+        route(
+            "/teams/{team_id}/authentication-token", create_team_token, ["POST"], limit=64 * 1024
+        ),
         route("/teams/{team_id}/authentication-token", delete_team_token, ["DELETE"]),
         route("/teams/{team_id}/authentication-tokens", list_team_tokens, ["GET"]),
-        route("/teams/{team_id}/authentication-tokens", create_described_team_token, ["POST"]),
+        route(
+            "/teams/{team_id}/authentication-tokens",
+            create_described_team_token,
+            ["POST"],
+            limit=64 * 1024,
+        ),
     ]

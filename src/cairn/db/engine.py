@@ -11,6 +11,8 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
@@ -18,6 +20,22 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 _WRITE = "cairn_write"
+
+
+@dataclass(frozen=True)
+class _Current:
+    session: Session
+    write: bool
+
+
+# The unit of work this thread (context) is inside: nested units of work join it.
+_current: ContextVar[_Current | None] = ContextVar("cairn_unit_of_work", default=None)
+
+
+def current_session() -> Session | None:
+    """The session of the unit of work in progress, if any."""
+    cur = _current.get()
+    return cur.session if cur is not None else None
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -68,7 +86,14 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
 class Database:
     """The engine and its sessions. ``unit_of_work`` is the way services touch rows;
     ``read_transaction`` / ``write_transaction`` are its Core counterparts for hot paths that
-    select or write a few columns (token lookups, audit events of token mints)."""
+    select or write a few columns (token lookups, audit events of token mints).
+
+    Units of work nest: inside one (the request pipeline opens one per request, see
+    ``cairn.tfeapi.http``), ``unit_of_work`` and the Core transactions join it instead of
+    opening another transaction, so authentication, the services a handler calls and their
+    audit events share one transaction. A service's ``session.commit()`` commits it. A write
+    asked for inside a read-only unit of work gets a transaction of its own (on SQLite a read
+    transaction must not turn into a writer: it could fail at once on a stale snapshot)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -83,19 +108,31 @@ class Database:
 
     @contextmanager
     def unit_of_work(self, *, write: bool = False) -> Iterator[Session]:
-        """A transaction that rolls back unless the body calls ``session.commit()``."""
+        """A transaction that rolls back unless the body calls ``session.commit()`` (or, when
+        nested, the unit of work it joins)."""
+        outer = _current.get()
+        if outer is not None and (outer.write or not write or not self.is_sqlite):
+            yield outer.session
+            return
         serialise = write and self.is_sqlite
         if serialise:
             self._sqlite_writer.acquire()
-        session = self._sessions()
         try:
-            if serialise:
-                session.connection(execution_options={_WRITE: True})
-            yield session
+            # One connection for the whole unit of work, so every transaction it begins (after
+            # a service's commit, too) is BEGIN IMMEDIATE on SQLite when it writes.
+            with self.engine.connect() as conn:
+                if serialise:
+                    conn.execution_options(**{_WRITE: True})
+                session = self._sessions(bind=conn)
+                token = _current.set(_Current(session, write or not self.is_sqlite))
+                try:
+                    yield session
+                finally:
+                    _current.reset(token)
+                    # close() ends an uncommitted transaction (rollback) and detaches the
+                    # objects without expiring them, so services can return what they loaded.
+                    session.close()
         finally:
-            # close() ends an uncommitted transaction (rollback) and detaches the objects
-            # without expiring them, so services can return what they loaded.
-            session.close()
             if serialise:
                 self._sqlite_writer.release()
 
@@ -103,7 +140,11 @@ class Database:
     def read_transaction(self) -> Iterator[Connection]:
         """A Core read transaction without a Session (one snapshot, rolled back at the end),
         for hot paths that select a few columns: the Session's machinery costs more there
-        than the queries."""
+        than the queries. Inside a unit of work: its connection."""
+        outer = _current.get()
+        if outer is not None:
+            yield outer.session.connection()
+            return
         with self.engine.connect() as conn:
             transaction = conn.begin()
             try:
@@ -115,7 +156,12 @@ class Database:
     def write_transaction(self) -> Iterator[Connection]:
         """A Core write transaction without a Session, for hot paths that write a few rows with
         Core statements: committed when the body returns, rolled back if it raises. Serialised
-        on SQLite like ``unit_of_work(write=True)``."""
+        on SQLite like ``unit_of_work(write=True)``. Inside a writing unit of work: its
+        connection, committed with it."""
+        outer = _current.get()
+        if outer is not None and (outer.write or not self.is_sqlite):
+            yield outer.session.connection()
+            return
         serialise = self.is_sqlite
         if serialise:
             self._sqlite_writer.acquire()

@@ -12,12 +12,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from cairn.audit.lane import Stage
 from cairn.audit.log import Actor
 from cairn.clock import iso8601
-from cairn.errors import ApiError, BadRequest, Forbidden, Invalid, NotFound, PayloadTooLarge
+from cairn.errors import BadRequest, Forbidden, Invalid, NotFound
 from cairn.identity.discovery import Document
-from cairn.identity.issuer import Issuer, Minted
+from cairn.identity.issuer import Issuer
 from cairn.identity.plan import Plan
 from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import parse_json
@@ -66,9 +65,7 @@ class WellKnown:
         for name, value in scope["headers"]:
             if name == b"if-none-match":
                 if doc.matches(value.decode("latin-1")):
-                    await send(
-                        {"type": "http.response.start", "status": 304, "headers": not_modified}
-                    )
+                    await send({"type": "http.response.start", "status": 304, "headers": not_modified})
                     await send({"type": "http.response.body", "body": b""})
                     return
                 break
@@ -94,17 +91,17 @@ def _plan_doc(plan: Plan) -> dict[str, Any]:
     }
 
 
-async def list_keys(call: Call) -> Response:
+def list_keys(call: Call) -> Response:
     if not call.caller.is_site_admin:
         raise NotFound("there is no such resource, or you are not allowed to see it")
-    keys = await call.run(_issuer(call).describe)
+    keys = _issuer(call).describe()
     return JSONResponse({"data": keys})
 
 
-async def rotate_keys(call: Call) -> Response:
+def rotate_keys(call: Call) -> Response:
     if not call.caller.is_site_admin:
         raise Forbidden("only a site admin may rotate signing keys")
-    raw = await call.body(64 * 1024)
+    raw = call.raw
     body = parse_json(raw) if raw.strip() else {}
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"mode": "graceful"}')
@@ -114,18 +111,16 @@ async def rotate_keys(call: Call) -> Response:
         raise Invalid("mode must be 'graceful' or 'emergency'", pointer="/mode")
     if not isinstance(force, bool):
         raise Invalid("force must be true or false", pointer="/force")
-    plan = await call.run(
-        _issuer(call).rotate, _actor(call), emergency=mode == "emergency", force=force
-    )
-    keys = await call.run(_issuer(call).describe)
+    plan = _issuer(call).rotate(_actor(call), emergency=mode == "emergency", force=force)
+    keys = _issuer(call).describe()
     return JSONResponse({"data": {"rotation": _plan_doc(plan), "keys": keys}})
 
 
-async def trim_keys(call: Call) -> Response:
+def trim_keys(call: Call) -> Response:
     if not call.caller.is_site_admin:
         raise Forbidden("only a site admin may trim signing keys")
-    plan = await call.run(_issuer(call).trim, _actor(call))
-    keys = await call.run(_issuer(call).describe)
+    plan = _issuer(call).trim(_actor(call))
+    keys = _issuer(call).describe()
     return JSONResponse({"data": {"trim": _plan_doc(plan), "keys": keys}})
 
 
@@ -171,39 +166,27 @@ def parse_mint_request(raw: bytes) -> MintRequest:
     return MintRequest(audience_value, phase, timedelta(seconds=ttl), run_id)
 
 
-async def mint_id_token(call: Call) -> Response:
+def mint_id_token(call: Call) -> Response:
     """The hot path (pipelines mint for every plan and apply): one job on the audited lane
     authenticates the caller, reads the workspace in the same transaction, signs, and stages
     the audit event, which commits with those of concurrent mints before the token is
     answered. The order of the answers is that of any other endpoint: no token (401), bad
     token (401), body (413/400/422), workspace (404/403), then the mint."""
-    try:
-        raw: bytes | ApiError = await call.body(MINT_BODY_LIMIT)
-    except PayloadTooLarge as err:
-        raw = err  # answered after authentication, like a body read after it
-    issuer, tokens, bearer = _issuer(call), call.ctx.tokens, call.bearer
+    request = parse_mint_request(call.raw)
+    issuer = _issuer(call)
     ws_id = call.param("workspace_id")
-    client = call.request.client
-    source_address = client.host if client else ""
-
-    def mint(audit: Stage) -> Minted:
-        caller, place = tokens.authenticate_reading(bearer, lambda c: issuer.locate(c, ws_id))
-        if isinstance(raw, ApiError):
-            raise raw
-        request = parse_mint_request(raw)
-        return issuer.mint(
-            caller,
-            ws_id,
-            place,
-            audience=request.audience,
-            phase=request.phase,
-            ttl=request.ttl,
-            run_id=request.run_id,
-            source_address=source_address,
-            audit=audit,
-        )
-
-    minted = await call.ctx.audited.run(mint)
+    with call.pipeline.db.read_transaction() as conn:  # the job's own transaction
+        place = issuer.locate(conn, ws_id)
+    minted = issuer.mint(
+        call.caller,
+        ws_id,
+        place,
+        audience=request.audience,
+        phase=request.phase,
+        ttl=request.ttl,
+        run_id=request.run_id,
+        source_address=call.source,
+    )
     return JSONResponse(
         {
             "token": minted.token,
@@ -230,7 +213,13 @@ def public_routes(issuer: Issuer) -> list[Route]:
 def cairn_routes() -> list[Route]:
     return [
         route("/admin/oidc/keys", list_keys, ["GET"]),
-        route("/admin/oidc/keys/rotate", rotate_keys, ["POST"]),
+        route("/admin/oidc/keys/rotate", rotate_keys, ["POST"], limit=64 * 1024),
         route("/admin/oidc/keys/trim", trim_keys, ["POST"]),
-        route("/workspaces/{workspace_id}/id-tokens", mint_id_token, ["POST"], auth="deferred"),
+        route(
+            "/workspaces/{workspace_id}/id-tokens",
+            mint_id_token,
+            ["POST"],
+            executor="audited",
+            limit=MINT_BODY_LIMIT,
+        ),
     ]

@@ -19,8 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, bindparam, select
 
 from cairn import authz, ids
-from cairn.audit.lane import Stage
-from cairn.audit.log import Actor
+from cairn.audit.log import Actor, record
 from cairn.authz.permissions import RUN_APPLY, RUN_PLAN, WORKSPACE_READ
 from cairn.authz.subject import Subject
 from cairn.clock import Clock
@@ -199,11 +198,11 @@ class Issuer:
         ttl: timedelta,
         run_id: str | None,
         source_address: str,
-        audit: Stage,
     ) -> Minted:
         """Sign a token for the workspace ``ws_id`` (``place``, from ``locate``). Its audit
-        event goes to ``audit``: the stage of an ``AuditedLane`` job, which answers the token
-        only once the event is committed."""
+        event is recorded in the unit of work in progress; on the audited lane (the mint
+        route's executor) it is committed with those of concurrent mints before the token is
+        answered."""
         if place is None or not authz.can(
             caller, WORKSPACE_READ, place.organization_id, place.workspace_name, place.workspace_id
         ):
@@ -250,7 +249,8 @@ class Issuer:
                 "server log); an emergency rotation (cairn keys rotate --emergency) replaces it"
             )
         token = signer.sign(claims)
-        audit(
+        record(
+            None,
             at=now,
             actor=Actor(caller.id, caller.name, source_address),
             action="oidc.token.mint",

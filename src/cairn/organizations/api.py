@@ -11,35 +11,35 @@ from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import JsonApiResponse, page_from, pagination_meta, query
 
 
-async def create_organization(call: Call) -> Response:
-    doc = await call.document("organizations")
+def create_organization(call: Call) -> Response:
+    doc = call.document("organizations")
     name = doc.string("name", required=True, max_len=100) or ""
     email = doc.string("email", max_len=255) or ""
     mode = doc.string("default-execution-mode")
     if mode is not None:
         check_execution_mode(mode, "/data/attributes/default-execution-mode")
-    org = await call.run(call.ctx.organizations.create, call.caller, name, email, mode)
-    prj = await call.run(call.ctx.organizations.default_project_id, org.id)
+    org = call.ctx.organizations.create(call.caller, name, email, mode)
+    prj = call.ctx.organizations.default_project_id(org.id)
     return JsonApiResponse({"data": wire.organization(org, call.caller, prj)}, status_code=201)
 
 
-async def list_organizations(call: Call) -> Response:
+def list_organizations(call: Call) -> Response:
     page = page_from(call.request)
-    orgs, total = await call.run(
-        call.ctx.organizations.list_organizations, call.caller, page, query(call.request, "q")
+    orgs, total = call.ctx.organizations.list_organizations(
+        call.caller, page, query(call.request, "q")
     )
     data = [wire.organization(o, call.caller) for o in orgs]
     return JsonApiResponse({"data": data, "meta": pagination_meta(page, total)})
 
 
-async def show_organization(call: Call) -> Response:
-    org = await call.run(call.ctx.organizations.get, call.caller, call.param("org"))
-    prj = await call.run(call.ctx.organizations.default_project_id, org.id)
+def show_organization(call: Call) -> Response:
+    org = call.ctx.organizations.get(call.caller, call.param("org"))
+    prj = call.ctx.organizations.default_project_id(org.id)
     return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
 
 
-async def update_organization(call: Call) -> Response:
-    doc = await call.document("organizations")
+def update_organization(call: Call) -> Response:
+    doc = call.document("organizations")
     mode = doc.string("default-execution-mode")
     if mode is not None:
         check_execution_mode(mode, "/data/attributes/default-execution-mode")
@@ -48,27 +48,26 @@ async def update_organization(call: Call) -> Response:
         email=doc.string("email", max_len=255),
         default_execution_mode=mode,
     )
-    org = await call.run(call.ctx.organizations.update, call.caller, call.param("org"), change)
-    prj = await call.run(call.ctx.organizations.default_project_id, org.id)
+    org = call.ctx.organizations.update(call.caller, call.param("org"), change)
+    prj = call.ctx.organizations.default_project_id(org.id)
     return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
 
 
-async def delete_organization(call: Call) -> Response:
-    await call.run(call.ctx.organizations.delete, call.caller, call.param("org"))
+def delete_organization(call: Call) -> Response:
+    call.ctx.organizations.delete(call.caller, call.param("org"))
     return no_content()
 
 
-async def entitlement_set(call: Call) -> Response:
-    org = await call.run(call.ctx.organizations.get, call.caller, call.param("org"))
+def entitlement_set(call: Call) -> Response:
+    org = call.ctx.organizations.get(call.caller, call.param("org"))
     return JsonApiResponse({"data": wire.entitlement_set(org)})
 
 
-async def list_projects(call: Call) -> Response:
+def list_projects(call: Call) -> Response:
     page = page_from(call.request)
     names_param = query(call.request, "filter[names]")
     names = [n for n in names_param.split(",") if n] if names_param else None
-    org, rows, total = await call.run(
-        call.ctx.organizations.list_projects,
+    org, rows, total = call.ctx.organizations.list_projects(
         call.caller,
         call.param("org"),
         page,
@@ -83,11 +82,10 @@ async def list_projects(call: Call) -> Response:
     )
 
 
-async def create_project(call: Call) -> Response:
-    doc = await call.document("projects")
+def create_project(call: Call) -> Response:
+    doc = call.document("projects")
     name = doc.string("name", required=True, max_len=40) or ""
-    org, prj = await call.run(
-        call.ctx.organizations.create_project,
+    org, prj = call.ctx.organizations.create_project(
         call.caller,
         call.param("org"),
         name,
@@ -96,15 +94,14 @@ async def create_project(call: Call) -> Response:
     return JsonApiResponse({"data": wire.project(org, prj, call.caller)}, status_code=201)
 
 
-async def show_project(call: Call) -> Response:
-    org, prj = await call.run(call.ctx.organizations.get_project, call.caller, call.param("id"))
+def show_project(call: Call) -> Response:
+    org, prj = call.ctx.organizations.get_project(call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
 
 
-async def update_project(call: Call) -> Response:
-    doc = await call.document("projects")
-    org, prj = await call.run(
-        call.ctx.organizations.update_project,
+def update_project(call: Call) -> Response:
+    doc = call.document("projects")
+    org, prj = call.ctx.organizations.update_project(
         call.caller,
         call.param("id"),
         doc.string("name", max_len=40),
@@ -113,8 +110,8 @@ async def update_project(call: Call) -> Response:
     return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
 
 
-async def delete_project(call: Call) -> Response:
-    await call.run(call.ctx.organizations.delete_project, call.caller, call.param("id"))
+def delete_project(call: Call) -> Response:
+    call.ctx.organizations.delete_project(call.caller, call.param("id"))
     return no_content()
 
 

@@ -13,7 +13,13 @@ from cairn.errors import BadRequest, Invalid, NotFound, PayloadTooLarge
 from cairn.state import wire
 from cairn.state.service import SYNC_PROCESS_LIMIT, NewVersion, decode_base64
 from cairn.tfeapi.http import Call, route
-from cairn.tfeapi.jsonapi import JsonApiResponse, page_from, pagination_meta, query
+from cairn.tfeapi.jsonapi import (
+    JsonApiResponse,
+    page_from,
+    pagination_meta,
+    parse_document,
+    query,
+)
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 MAX_SERIAL = 2**63 - 1  # a signed 64-bit column on every database
@@ -22,7 +28,8 @@ MAX_SERIAL = 2**63 - 1  # a signed 64-bit column on every database
 async def create_state_version(call: Call) -> Response:
     settings = call.ctx.settings
     # base64 grows the state by 4/3; leave room for the JSON state that newer CLIs also send.
-    doc = await call.document("state-versions", limit=settings.max_state_bytes * 3 + 1024 * 1024)
+    raw = b"".join([c async for c in call.stream(settings.max_state_bytes * 3 + 1024 * 1024)])
+    doc = parse_document(raw, "state-versions")
     serial = doc.integer("serial", required=True, minimum=0)
     if serial is not None and serial > MAX_SERIAL:
         raise Invalid(f"serial must be at most {MAX_SERIAL}", pointer="/data/attributes/serial")
@@ -54,7 +61,7 @@ async def create_state_version(call: Call) -> Response:
     )
 
 
-async def list_state_versions(call: Call) -> Response:
+def list_state_versions(call: Call) -> Response:
     page = page_from(call.request)
     if "id" in call.request.path_params:
         ws_id = call.param("id")
@@ -66,8 +73,8 @@ async def list_state_versions(call: Call) -> Response:
                 "filter[organization][name] and filter[workspace][name] are required",
                 parameter="filter[workspace][name]",
             )
-        ws_id = await call.run(call.ctx.workspaces.resolve, call.caller, org, ws)
-    views, total = await call.run(call.ctx.states.history, call.caller, ws_id, page)
+        ws_id = call.ctx.workspaces.resolve(call.caller, org, ws)
+    views, total = call.ctx.states.history(call.caller, ws_id, page)
     base = call.ctx.settings.public_url
     return JsonApiResponse(
         {
@@ -77,15 +84,15 @@ async def list_state_versions(call: Call) -> Response:
     )
 
 
-async def show_state_version(call: Call) -> Response:
-    view = await call.run(call.ctx.states.get, call.caller, call.param("id"))
+def show_state_version(call: Call) -> Response:
+    view = call.ctx.states.get(call.caller, call.param("id"))
     return JsonApiResponse(
         {"data": wire.state_version(view, call.ctx.settings.public_url, call.ctx.states)}
     )
 
 
-async def current_state_version(call: Call) -> Response:
-    view = await call.run(call.ctx.states.current, call.caller, call.param("id"))
+def current_state_version(call: Call) -> Response:
+    view = call.ctx.states.current(call.caller, call.param("id"))
     return JsonApiResponse(
         {"data": wire.state_version(view, call.ctx.settings.public_url, call.ctx.states)}
     )
@@ -146,31 +153,32 @@ async def hosted_upload(call: Call) -> Response:
     return Response(status_code=200, background=background)
 
 
-async def list_outputs(call: Call) -> Response:
+def list_outputs(call: Call) -> Response:
     page = page_from(call.request)
-    view = await call.run(call.ctx.states.get, call.caller, call.param("id"))
+    view = call.ctx.states.get(call.caller, call.param("id"))
     chosen = view.outputs[page.offset : page.offset + page.size]
     return JsonApiResponse(
         {"data": [wire.output(o) for o in chosen], "meta": pagination_meta(page, len(view.outputs))}
     )
 
 
-async def current_outputs(call: Call) -> Response:
+def current_outputs(call: Call) -> Response:
     page = page_from(call.request)
-    view = await call.run(call.ctx.states.current, call.caller, call.param("id"))
+    view = call.ctx.states.current(call.caller, call.param("id"))
     chosen = view.outputs[page.offset : page.offset + page.size]
     return JsonApiResponse(
         {"data": [wire.output(o) for o in chosen], "meta": pagination_meta(page, len(view.outputs))}
     )
 
 
-async def show_output(call: Call) -> Response:
-    out, _view = await call.run(call.ctx.states.output, call.caller, call.param("id"))
+def show_output(call: Call) -> Response:
+    out, _view = call.ctx.states.output(call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.output(out, reveal=True)})
 
 
 async def rollback(call: Call) -> Response:
-    doc = await call.document("state-versions")
+    raw = b"".join([c async for c in call.stream(call.ctx.settings.max_json_body_bytes)])
+    doc = parse_document(raw, "state-versions")
     target = doc.relationship_id("rollback-state-version", "state-versions")
     if target is None:
         raise Invalid(
@@ -186,16 +194,30 @@ async def rollback(call: Call) -> Response:
 
 def routes() -> list[Route]:
     return [
-        route("/workspaces/{id}/state-versions", create_state_version, ["POST"]),
+        # Blobs are written and verified before the row's transaction: these routes make
+        # their own hops and transactions (executor "stream").
+        route(
+            "/workspaces/{id}/state-versions",
+            create_state_version,
+            ["POST"],
+            executor="stream",
+        ),
         route("/workspaces/{id}/state-versions", list_state_versions, ["GET"]),
-        route("/workspaces/{id}/state-versions", rollback, ["PATCH"]),
+        route("/workspaces/{id}/state-versions", rollback, ["PATCH"], executor="stream"),
         route("/workspaces/{id}/current-state-version", current_state_version, ["GET"]),
         route("/workspaces/{id}/current-state-version-outputs", current_outputs, ["GET"]),
         route("/state-versions", list_state_versions, ["GET"]),
         route("/state-versions/{id}", show_state_version, ["GET"]),
         route("/state-versions/{id}/outputs", list_outputs, ["GET"]),
-        route("/state-versions/{id}/download", download, ["GET"]),
-        route("/state-versions/{id}/json-download", json_download, ["GET"]),
-        route("/state-versions/{id}/hosted-upload/{token}", hosted_upload, ["PUT"], auth=False),
+        route("/state-versions/{id}/download", download, ["GET"], executor="stream"),
+        route("/state-versions/{id}/json-download", json_download, ["GET"], executor="stream"),
+        # Self-authorising: the signed token is in the path.
+        route(
+            "/state-versions/{id}/hosted-upload/{token}",
+            hosted_upload,
+            ["PUT"],
+            auth=None,
+            executor="stream",
+        ),
         route("/state-version-outputs/{id}", show_output, ["GET"]),
     ]

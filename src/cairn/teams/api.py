@@ -120,9 +120,9 @@ def _org_access(doc_attrs: dict[str, Any]) -> list[str] | None:
 # ---- TFE teams -----------------------------------------------------------------------------
 
 
-async def list_teams(call: Call) -> Response:
+def list_teams(call: Call) -> Response:
     page = page_from(call.request)
-    teams = await call.run(call.ctx.rbac.list_teams, call.caller, call.param("org"))
+    teams = call.ctx.rbac.list_teams(call.caller, call.param("org"))
     names = query(call.request, "filter[names]")
     if names:
         wanted = set(names.split(","))
@@ -133,10 +133,9 @@ async def list_teams(call: Call) -> Response:
     )
 
 
-async def create_team(call: Call) -> Response:
-    doc = await call.document("teams")
-    view = await call.run(
-        call.ctx.rbac.create_team,
+def create_team(call: Call) -> Response:
+    doc = call.document("teams")
+    view = call.ctx.rbac.create_team(
         call.caller,
         call.param("org"),
         doc.string("name", required=True, max_len=100) or "",
@@ -148,15 +147,14 @@ async def create_team(call: Call) -> Response:
     return JsonApiResponse({"data": team_doc(view, call)}, status_code=201)
 
 
-async def show_team(call: Call) -> Response:
-    view = await call.run(call.ctx.rbac.get_team, call.caller, call.param("id"))
+def show_team(call: Call) -> Response:
+    view = call.ctx.rbac.get_team(call.caller, call.param("id"))
     return JsonApiResponse({"data": team_doc(view, call)})
 
 
-async def update_team(call: Call) -> Response:
-    doc = await call.document("teams")
-    view = await call.run(
-        call.ctx.rbac.update_team,
+def update_team(call: Call) -> Response:
+    doc = call.document("teams")
+    view = call.ctx.rbac.update_team(
         call.caller,
         call.param("id"),
         name=doc.string("name", max_len=100),
@@ -169,21 +167,20 @@ async def update_team(call: Call) -> Response:
     return JsonApiResponse({"data": team_doc(view, call)})
 
 
-async def delete_team(call: Call) -> Response:
-    await call.run(call.ctx.rbac.delete_team, call.caller, call.param("id"), _source(call))
+def delete_team(call: Call) -> Response:
+    call.ctx.rbac.delete_team(call.caller, call.param("id"), _source(call))
     return no_content()
 
 
-async def _members(call: Call, *, add: bool) -> Response:
-    items = parse_resource_list(await call.body(256 * 1024), "users")
+def _members(call: Call, *, add: bool) -> Response:
+    items = parse_resource_list(call.raw, "users")
     users = []
     for i, item in enumerate(items):
         ident = item.get("id")
         if not isinstance(ident, str) or not ident:
             raise Invalid("each user needs an id (username or user ID)", pointer=f"/data/{i}")
         users.append(ident)
-    await call.run(
-        call.ctx.rbac.change_members,
+    call.ctx.rbac.change_members(
         call.caller,
         call.param("id"),
         users,
@@ -193,26 +190,24 @@ async def _members(call: Call, *, add: bool) -> Response:
     return no_content()
 
 
-async def add_members(call: Call) -> Response:
-    return await _members(call, add=True)
+def add_members(call: Call) -> Response:
+    return _members(call, add=True)
 
 
-async def remove_members(call: Call) -> Response:
-    return await _members(call, add=False)
+def remove_members(call: Call) -> Response:
+    return _members(call, add=False)
 
 
 # ---- TFE team-workspace access ---------------------------------------------------------------
 
 
-async def list_team_workspaces(call: Call) -> Response:
+def list_team_workspaces(call: Call) -> Response:
     ws_id = query(call.request, "filter[workspace][id]")
     if not ws_id:
         raise BadRequest("filter[workspace][id] is required", parameter="filter[workspace][id]")
     page = page_from(call.request)
-    org = await call.run(call.ctx.rbac.org_of_workspace, call.caller, ws_id)
-    views = await call.run(
-        call.ctx.rbac.list_grants, call.caller, org, kind="team-workspace", workspace_id=ws_id
-    )
+    org = call.ctx.rbac.org_of_workspace(call.caller, ws_id)
+    views = call.ctx.rbac.list_grants(call.caller, org, kind="team-workspace", workspace_id=ws_id)
     chosen = views[page.offset : page.offset + page.size]
     return JsonApiResponse(
         {
@@ -222,8 +217,8 @@ async def list_team_workspaces(call: Call) -> Response:
     )
 
 
-async def create_team_workspace(call: Call) -> Response:
-    doc = await call.document("team-workspaces")
+def create_team_workspace(call: Call) -> Response:
+    doc = call.document("team-workspaces")
     access = doc.string("access", required=True, max_len=16) or ""
     ws_id = doc.relationship_id("workspace", "workspaces")
     team_id = doc.relationship_id("team", "teams")
@@ -231,9 +226,8 @@ async def create_team_workspace(call: Call) -> Response:
         raise Invalid(
             "relationships 'workspace' and 'team' are required", pointer="/data/relationships"
         )
-    org = await call.run(call.ctx.rbac.org_of_workspace, call.caller, ws_id)
-    view = await call.run(
-        call.ctx.rbac.create_grant,
+    org = call.ctx.rbac.org_of_workspace(call.caller, ws_id)
+    view = call.ctx.rbac.create_grant(
         call.caller,
         org,
         role=access,
@@ -247,30 +241,28 @@ async def create_team_workspace(call: Call) -> Response:
     return JsonApiResponse({"data": team_workspace_doc(view)}, status_code=201)
 
 
-async def show_team_workspace(call: Call) -> Response:
-    view = await call.run(call.ctx.rbac.find_grant, call.caller, call.param("id"))
+def show_team_workspace(call: Call) -> Response:
+    view = call.ctx.rbac.find_grant(call.caller, call.param("id"))
     return JsonApiResponse({"data": team_workspace_doc(view)})
 
 
-async def update_team_workspace(call: Call) -> Response:
-    doc = await call.document("team-workspaces")
+def update_team_workspace(call: Call) -> Response:
+    doc = call.document("team-workspaces")
     access = doc.string("access", required=True, max_len=16) or ""
-    view = await call.run(
-        call.ctx.rbac.update_grant_role, call.caller, call.param("id"), access, _source(call)
-    )
+    view = call.ctx.rbac.update_grant_role(call.caller, call.param("id"), access, _source(call))
     return JsonApiResponse({"data": team_workspace_doc(view)})
 
 
-async def delete_grant(call: Call) -> Response:
-    await call.run(call.ctx.rbac.delete_grant, call.caller, call.param("id"), _source(call))
+def delete_grant(call: Call) -> Response:
+    call.ctx.rbac.delete_grant(call.caller, call.param("id"), _source(call))
     return no_content()
 
 
 # ---- cairn's own: grants by pattern, roles, users -------------------------------------------
 
 
-async def _json_object(call: Call) -> dict[str, Any]:
-    body = parse_json(await call.body(64 * 1024))
+def _json_object(call: Call) -> dict[str, Any]:
+    body = parse_json(call.raw)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
@@ -283,20 +275,19 @@ def _opt_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-async def list_cairn_grants(call: Call) -> Response:
-    views = await call.run(call.ctx.rbac.list_grants, call.caller, call.param("org"))
+def list_cairn_grants(call: Call) -> Response:
+    views = call.ctx.rbac.list_grants(call.caller, call.param("org"))
     return JSONResponse({"data": [grant_doc(v) for v in views]})
 
 
-async def create_cairn_grant(call: Call) -> Response:
-    body = await _json_object(call)
+def create_cairn_grant(call: Call) -> Response:
+    body = _json_object(call)
     role = _opt_str(body, "role")
     if not role:
         raise Invalid(
             "role is required (read, plan, write, admin or a custom role)", pointer="/role"
         )
-    view = await call.run(
-        call.ctx.rbac.create_grant,
+    view = call.ctx.rbac.create_grant(
         call.caller,
         call.param("org"),
         role=role,
@@ -310,21 +301,20 @@ async def create_cairn_grant(call: Call) -> Response:
     return JSONResponse({"data": grant_doc(view)}, status_code=201)
 
 
-async def list_roles(call: Call) -> Response:
-    roles = await call.run(call.ctx.rbac.list_roles, call.caller, call.param("org"))
+def list_roles(call: Call) -> Response:
+    roles = call.ctx.rbac.list_roles(call.caller, call.param("org"))
     return JSONResponse(
         {"data": [{"name": n, "permissions": p, "built-in": b} for n, p, b in roles]}
     )
 
 
-async def create_role(call: Call) -> Response:
-    body = await _json_object(call)
+def create_role(call: Call) -> Response:
+    body = _json_object(call)
     name = _opt_str(body, "name") or ""
     perms = body.get("permissions")
     if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
         raise Invalid("permissions must be a list of strings", pointer="/permissions")
-    await call.run(
-        call.ctx.rbac.create_role,
+    call.ctx.rbac.create_role(
         call.caller,
         call.param("org"),
         name,
@@ -334,9 +324,8 @@ async def create_role(call: Call) -> Response:
     return JSONResponse({"data": {"name": name, "permissions": sorted(perms)}}, status_code=201)
 
 
-async def delete_role(call: Call) -> Response:
-    await call.run(
-        call.ctx.rbac.delete_role,
+def delete_role(call: Call) -> Response:
+    call.ctx.rbac.delete_role(
         call.caller,
         call.param("org"),
         call.param("name"),
@@ -345,10 +334,9 @@ async def delete_role(call: Call) -> Response:
     return no_content()
 
 
-async def create_user(call: Call) -> Response:
-    body = await _json_object(call)
-    user = await call.run(
-        call.ctx.rbac.create_user,
+def create_user(call: Call) -> Response:
+    body = _json_object(call)
+    user = call.ctx.rbac.create_user(
         call.caller,
         _opt_str(body, "username") or "",
         _opt_str(body, "email") or "",
@@ -360,8 +348,8 @@ async def create_user(call: Call) -> Response:
     )
 
 
-async def list_users(call: Call) -> Response:
-    users = await call.run(call.ctx.rbac.list_users, call.caller)
+def list_users(call: Call) -> Response:
+    users = call.ctx.rbac.list_users(call.caller)
     return JSONResponse(
         {
             "data": [
@@ -387,8 +375,8 @@ def tfe_routes() -> list[Route]:
         route("/teams/{id}", show_team, ["GET"]),
         route("/teams/{id}", update_team, ["PATCH"]),
         route("/teams/{id}", delete_team, ["DELETE"]),
-        route("/teams/{id}/relationships/users", add_members, ["POST"]),
-        route("/teams/{id}/relationships/users", remove_members, ["DELETE"]),
+        route("/teams/{id}/relationships/users", add_members, ["POST"], limit=256 * 1024),
+        route("/teams/{id}/relationships/users", remove_members, ["DELETE"], limit=256 * 1024),
         route("/team-workspaces", list_team_workspaces, ["GET"]),
         route("/team-workspaces", create_team_workspace, ["POST"]),
         route("/team-workspaces/{id}", show_team_workspace, ["GET"]),
@@ -400,11 +388,11 @@ def tfe_routes() -> list[Route]:
 def cairn_routes() -> list[Route]:
     return [
         route("/organizations/{org}/grants", list_cairn_grants, ["GET"]),
-        route("/organizations/{org}/grants", create_cairn_grant, ["POST"]),
+        route("/organizations/{org}/grants", create_cairn_grant, ["POST"], limit=64 * 1024),
         route("/grants/{id}", delete_grant, ["DELETE"]),
         route("/organizations/{org}/roles", list_roles, ["GET"]),
-        route("/organizations/{org}/roles", create_role, ["POST"]),
+        route("/organizations/{org}/roles", create_role, ["POST"], limit=64 * 1024),
         route("/organizations/{org}/roles/{name}", delete_role, ["DELETE"]),
         route("/admin/users", list_users, ["GET"]),
-        route("/admin/users", create_user, ["POST"]),
+        route("/admin/users", create_user, ["POST"], limit=64 * 1024),
     ]

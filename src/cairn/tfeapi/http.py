@@ -1,106 +1,267 @@
-"""Endpoint glue: authenticate, read a bounded body, run the service off the event loop, and
-turn every ApiError into a JSON:API error document.
+"""The request pipeline: the one way a request enters cairn's APIs.
 
-Handlers are ``async def handler(call: Call) -> Response``. A handler parses and authorizes; a
-service decides inside a unit of work; a store reads and writes rows (STYLE.md).
+``route(path, handler, methods, *, auth=…, executor=…, write=…, limit=…)`` wraps a handler.
+For every request the pipeline:
+
+1. takes the credential off the request (no database): none on a route that needs one is a
+   401 at once;
+2. reads the body on the event loop, up to the route's ``limit``: a larger body is refused
+   (413), but only once the caller is known to be allowed in ("401 before 413");
+3. runs one **job** on the route's executor — one thread hop and one transaction (a unit of
+   work, ``write`` for the methods that change things), in which the authenticator checks the
+   credential, then the handler parses, authorizes and calls services; the services' own units
+   of work join that transaction (``Database.unit_of_work`` reuses the current one);
+4. turns every ``ApiError`` into an error document (JSON:API, or the route's renderer, e.g.
+   HTML for the login pages).
+
+Executors:
+
+- ``"thread"`` (default): the handler is a plain function, run in a worker thread.
+- ``"audited"``: the handler runs on the audited lane (``cairn.audit.lane``): its audit events
+  are committed together with those of concurrent jobs (group commit), before it is answered.
+  For hot routes whose only write is their audit event (token mints).
+- ``"stream"``: for handlers that stream a body in or out (state uploads and downloads): the
+  caller is authenticated in one job, then the ``async`` handler runs on the event loop and
+  makes its own hops (``Call.run``).
+
+Authenticators are pluggable: ``app.py`` registers them by name (``"token"``: API tokens,
+later job tokens and session cookies); the transport never imports a domain.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal, ParamSpec, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cairn.audit.lane import AuditedLane
 from cairn.audit.log import set_source
 from cairn.authz.subject import Subject
-from cairn.context import AppContext
+from cairn.db.engine import Database
 from cairn.errors import ApiError, PayloadTooLarge, Unauthorized
 from cairn.tfeapi.jsonapi import Document, error_response, parse_document
+
+if TYPE_CHECKING:
+    from cairn.context import AppContext
 
 log = logging.getLogger("cairn.api")
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# True: the endpoint authenticates before the handler runs (one thread hop of its own).
-# "deferred": the handler authenticates Call.bearer itself, in the same thread hop and read
-# transaction as its own work (TokenService.authenticate_reading), for hot endpoints. False: no
-# token (the handler checks another credential, e.g. a signed upload URL).
-Auth = bool | Literal["deferred"]
+Executor = Literal["thread", "audited", "stream"]
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Authenticated(Protocol):
+    """What an authenticator found: the subject, and work to do after the job's transaction
+    when that was read-only (e.g. recording when a token was last used)."""
+
+    @property
+    def subject(self) -> Subject: ...
+
+    def after(self) -> None:
+        """Runs after the job's transaction has ended (on success or failure)."""
+
+
+class Authenticator(Protocol):
+    """Checks one kind of credential, inside the job's transaction."""
+
+    def credential(self, request: Request) -> str | None:
+        """The credential on the request, or None (no database access)."""
+
+    def authenticate(self, credential: str) -> Authenticated:
+        """The subject behind the credential (runs inside the job's unit of work); raises
+        Unauthorized, saying what to do."""
+
+    def missing(self) -> Unauthorized:
+        """The error for a request without the credential."""
+
+
+ErrorRenderer = Callable[[ApiError], Response]
+
+
+@dataclass
+class Pipeline:
+    """What every route shares: the database, the authenticators, the audited lane, limits."""
+
+    db: Database
+    lane: AuditedLane
+    authenticators: dict[str, Authenticator] = field(default_factory=dict)
+    default_limit: int = 1024 * 1024
 
 
 class Call:
-    """One API request, with what its handler needs."""
+    """One request, with what its handler needs: path and query parameters, the body read
+    within the route's limit, the client address, and (inside the job) the caller."""
 
-    def __init__(
-        self,
-        request: Request,
-        ctx: AppContext,
-        caller: Subject | None,
-        bearer: str | None = None,
-    ) -> None:
+    def __init__(self, request: Request, pipeline: Pipeline, raw: bytes) -> None:
         self.request = request
-        self.ctx = ctx
-        self._principal = caller
-        self._bearer = bearer  # the token of an auth="deferred" route, not yet checked
+        self.pipeline = pipeline
+        self.raw = raw
+        self.source = request.client.host if request.client else ""
+        self._caller: Subject | None = None
+
+    @property
+    def ctx(self) -> AppContext:
+        """The application context (being retired: services are passed to ``routes``)."""
+        ctx: AppContext = self.request.app.state.ctx
+        return ctx
 
     @property
     def caller(self) -> Subject:
-        if self._principal is None:  # a handler registered without auth asked for a caller
+        if self._caller is None:  # a route without auth asked for a caller
             raise Unauthorized("a valid API token is required")
-        return self._principal
+        return self._caller
+
+    @property
+    def has_caller(self) -> bool:
+        return self._caller is not None
 
     def param(self, name: str) -> str:
         return str(self.request.path_params[name])
 
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run blocking service code (database, disk) in the thread pool."""
-        return await run_in_threadpool(fn, *args, **kwargs)
+    def document(self, expected_type: str | None, *, allow_blank_type: bool = False) -> Document:
+        return parse_document(self.raw, expected_type, allow_blank_type=allow_blank_type)
 
-    @property
-    def bearer(self) -> str:
-        """The caller's token, not yet checked, on routes with ``auth="deferred"``: the handler
-        authenticates it in its own job (``TokenService.authenticate_reading``), so that
-        authentication costs no thread hop or transaction of its own."""
-        if self._bearer is None:  # not an auth="deferred" route
-            raise Unauthorized("a valid API token is required")
-        return self._bearer
+    def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+        """For ``stream`` handlers: blocking work (database, disk) in the thread pool."""
+        return run_in_threadpool(fn, *args, **kwargs)
 
-    async def body(self, limit: int) -> bytes:
-        """The whole body, refusing anything over ``limit`` bytes before reading it all."""
+    async def stream(self, limit: int) -> Any:
+        """For ``stream`` handlers that read the body themselves: its chunks, refusing more
+        than ``limit`` bytes."""
         declared = self.request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
-        chunks: list[bytes] = []
         size = 0
         async for chunk in self.request.stream():
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def document(
-        self, expected_type: str | None, *, limit: int | None = None, allow_blank_type: bool = False
-    ) -> Document:
-        raw = await self.body(limit or self.ctx.settings.max_json_body_bytes)
-        return parse_document(raw, expected_type, allow_blank_type=allow_blank_type)
+            yield chunk
 
 
-def _required_bearer(request: Request) -> str:
-    """The request's bearer token; Unauthorized (no database access) when there is none."""
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthorized(
-            "a valid API token is required: pass it as 'Authorization: Bearer <token>' "
-            "(terraform login, or a credentials block in the CLI configuration)"
-        )
-    return token
+SyncHandler = Callable[[Call], Response]
+AsyncHandler = Callable[[Call], Awaitable[Response]]
+
+
+async def _read_body(request: Request, limit: int) -> bytes | PayloadTooLarge:
+    """The whole body, or the error for one over ``limit`` (raised after authentication)."""
+    if request.method not in _BODY_METHODS:
+        return b""
+    too_large = PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _job(
+    call: Call,
+    authenticator: Authenticator | None,
+    credential: str | None,
+    body_error: ApiError | None,
+    work: Callable[[Call], T],
+    *,
+    write: bool,
+) -> T:
+    """One unit of work: authenticate, then the handler's work, in one transaction."""
+    found: Authenticated | None = None
+    try:
+        with call.pipeline.db.unit_of_work(write=write):
+            if authenticator is not None and credential is not None:
+                found = authenticator.authenticate(credential)
+                call._caller = found.subject
+            if body_error is not None:
+                raise body_error
+            return work(call)
+    finally:
+        if found is not None:
+            found.after()
+
+
+def endpoint(
+    handler: SyncHandler | AsyncHandler,
+    *,
+    auth: str | None = "token",
+    executor: Executor = "thread",
+    write: bool | None = None,
+    limit: int | None = None,
+    errors: ErrorRenderer = error_response,
+) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        pipeline: Pipeline = request.app.state.pipeline
+        set_source(request.client.host if request.client else "")  # transitional
+        try:
+            authenticator = pipeline.authenticators[auth] if auth is not None else None
+            credential = authenticator.credential(request) if authenticator else None
+            if authenticator is not None and credential is None:
+                raise authenticator.missing()
+            writes = request.method in _BODY_METHODS if write is None else write
+            if executor == "stream":
+                call = Call(request, pipeline, b"")
+                if authenticator is not None:
+                    await run_in_threadpool(
+                        _job, call, authenticator, credential, None, _nothing, write=False
+                    )
+                streamed: AsyncHandler = handler  # type: ignore[assignment]
+                return await streamed(call)
+            raw = await _read_body(request, limit or pipeline.default_limit)
+            body_error = raw if isinstance(raw, PayloadTooLarge) else None
+            call = Call(request, pipeline, raw if isinstance(raw, bytes) else b"")
+            sync: SyncHandler = handler  # type: ignore[assignment]
+            if executor == "audited":
+                return await pipeline.lane.run(
+                    lambda: _job(call, authenticator, credential, body_error, sync, write=False)
+                )
+            return await run_in_threadpool(
+                _job, call, authenticator, credential, body_error, sync, write=writes
+            )
+        except ApiError as err:
+            return errors(err)
+
+    run.__name__ = handler.__name__
+    return run
+
+
+def _nothing(call: Call) -> None:
+    return None
+
+
+def route(
+    path: str,
+    handler: SyncHandler | AsyncHandler,
+    methods: list[str],
+    *,
+    auth: str | None = "token",
+    executor: Executor = "thread",
+    write: bool | None = None,
+    limit: int | None = None,
+    errors: ErrorRenderer = error_response,
+) -> Route:
+    """A route through the pipeline (see the module docstring). ``auth``: the authenticator's
+    name, or None for a public route; ``write``: whether the job's transaction writes (default:
+    every method but GET/HEAD); ``limit``: the body limit in bytes."""
+    return Route(
+        path,
+        endpoint(handler, auth=auth, executor=executor, write=write, limit=limit, errors=errors),
+        methods=methods,
+        name=f"{handler.__name__}:{path}",
+    )
 
 
 def bearer_token(request: Request) -> str | None:
@@ -111,35 +272,6 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
-
-
-Handler = Callable[[Call], Awaitable[Response]]
-
-
-def endpoint(handler: Handler, *, auth: Auth = True) -> Callable[[Request], Awaitable[Response]]:
-    async def run(request: Request) -> Response:
-        ctx: AppContext = request.app.state.ctx
-        set_source(request.client.host if request.client else "")
-        try:
-            if auth == "deferred":
-                return await handler(Call(request, ctx, None, _required_bearer(request)))
-            caller = None
-            if auth:
-                token = _required_bearer(request)
-                caller = await run_in_threadpool(ctx.tokens.authenticate, token)
-                request.state.caller = caller
-            return await handler(Call(request, ctx, caller))
-        except ApiError as err:
-            return error_response(err)
-
-    run.__name__ = handler.__name__
-    return run
-
-
-def route(path: str, handler: Handler, methods: list[str], *, auth: Auth = True) -> Route:
-    return Route(
-        path, endpoint(handler, auth=auth), methods=methods, name=f"{handler.__name__}:{path}"
-    )
 
 
 def no_content() -> Response:

@@ -74,15 +74,13 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
     )
 
 
-async def create_workspace(call: Call) -> Response:
-    doc = await call.document("workspaces")
-    view = await call.run(
-        call.ctx.workspaces.create, call.caller, call.param("org"), _settings(doc, creating=True)
-    )
+def create_workspace(call: Call) -> Response:
+    doc = call.document("workspaces")
+    view = call.ctx.workspaces.create(call.caller, call.param("org"), _settings(doc, creating=True))
     return JsonApiResponse({"data": wire.workspace(view)}, status_code=201)
 
 
-async def list_workspaces(call: Call) -> Response:
+def list_workspaces(call: Call) -> Response:
     r = call.request
     page = page_from(r)
     sort = query(r, "sort") or "name"
@@ -96,57 +94,49 @@ async def list_workspaces(call: Call) -> Response:
         project_id=query(r, "filter[project][id]"),
         sort=sort,
     )
-    views, total = await call.run(
-        call.ctx.workspaces.search, call.caller, call.param("org"), flt, page
-    )
+    views, total = call.ctx.workspaces.search(call.caller, call.param("org"), flt, page)
     return JsonApiResponse(
         {"data": [wire.workspace(v) for v in views], "meta": pagination_meta(page, total)}
     )
 
 
-async def _ws_id(call: Call) -> str:
+def _ws_id(call: Call) -> str:
     if "org" in call.request.path_params:
-        return await call.run(
-            call.ctx.workspaces.resolve, call.caller, call.param("org"), call.param("name")
-        )
+        return call.ctx.workspaces.resolve(call.caller, call.param("org"), call.param("name"))
     return call.param("id")
 
 
-async def show_workspace(call: Call) -> Response:
+def show_workspace(call: Call) -> Response:
     if "org" in call.request.path_params:
-        view = await call.run(
-            call.ctx.workspaces.get_by_name, call.caller, call.param("org"), call.param("name")
-        )
+        view = call.ctx.workspaces.get_by_name(call.caller, call.param("org"), call.param("name"))
     else:
-        view = await call.run(call.ctx.workspaces.get, call.caller, call.param("id"))
+        view = call.ctx.workspaces.get(call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
-async def update_workspace(call: Call) -> Response:
-    doc = await call.document("workspaces")
-    ws_id = await _ws_id(call)
-    view = await call.run(
-        call.ctx.workspaces.update, call.caller, ws_id, _settings(doc, creating=False)
-    )
+def update_workspace(call: Call) -> Response:
+    doc = call.document("workspaces")
+    ws_id = _ws_id(call)
+    view = call.ctx.workspaces.update(call.caller, ws_id, _settings(doc, creating=False))
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
-async def delete_workspace(call: Call) -> Response:
-    ws_id = await _ws_id(call)
-    await call.run(call.ctx.workspaces.delete, call.caller, ws_id, safe=False)
+def delete_workspace(call: Call) -> Response:
+    ws_id = _ws_id(call)
+    call.ctx.workspaces.delete(call.caller, ws_id, safe=False)
     return no_content()
 
 
-async def safe_delete_workspace(call: Call) -> Response:
-    ws_id = await _ws_id(call)
+def safe_delete_workspace(call: Call) -> Response:
+    ws_id = _ws_id(call)
     # The decision needs the resource count of the current state: count it now if pending.
-    await call.run(call.ctx.states.process_current, ws_id)
-    await call.run(call.ctx.workspaces.delete, call.caller, ws_id, safe=True)
+    call.ctx.states.process_current(ws_id)
+    call.ctx.workspaces.delete(call.caller, ws_id, safe=True)
     return no_content()
 
 
-async def lock(call: Call) -> Response:
-    raw = await call.body(call.ctx.settings.max_json_body_bytes)
+def lock(call: Call) -> Response:
+    raw = call.raw
     reason = ""
     if raw.strip():
         body = parse_json(raw)
@@ -156,17 +146,17 @@ async def lock(call: Call) -> Response:
         if value is not None and not isinstance(value, str):
             raise Invalid("attribute 'reason' must be a string", pointer="/data/attributes/reason")
         reason = value or ""
-    view = await call.run(call.ctx.workspaces.lock, call.caller, call.param("id"), reason)
+    view = call.ctx.workspaces.lock(call.caller, call.param("id"), reason)
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
-async def unlock(call: Call) -> Response:
-    view = await call.run(call.ctx.workspaces.unlock, call.caller, call.param("id"))
+def unlock(call: Call) -> Response:
+    view = call.ctx.workspaces.unlock(call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
-async def force_unlock(call: Call) -> Response:
-    view = await call.run(call.ctx.workspaces.force_unlock, call.caller, call.param("id"))
+def force_unlock(call: Call) -> Response:
+    view = call.ctx.workspaces.force_unlock(call.caller, call.param("id"))
     return JsonApiResponse({"data": wire.workspace(view)})
 
 
@@ -184,33 +174,32 @@ def _tag_items(raw: bytes) -> tuple[list[str], list[str]]:
     return names, ids
 
 
-async def list_workspace_tags(call: Call) -> Response:
+def list_workspace_tags(call: Call) -> Response:
     page = page_from(call.request)
-    tags = await call.run(call.ctx.workspaces.workspace_tags, call.caller, call.param("id"))
+    tags = call.ctx.workspaces.workspace_tags(call.caller, call.param("id"))
     chosen = tags[page.offset : page.offset + page.size]
     return JsonApiResponse(
         {"data": [wire.tag(t) for t in chosen], "meta": pagination_meta(page, len(tags))}
     )
 
 
-async def add_workspace_tags(call: Call) -> Response:
-    names, ids = _tag_items(await call.body(call.ctx.settings.max_json_body_bytes))
+def add_workspace_tags(call: Call) -> Response:
+    names, ids = _tag_items(call.raw)
     if ids:
         raise Invalid("tags are added by name: send attributes.name", pointer="/data")
-    await call.run(call.ctx.workspaces.add_tags, call.caller, call.param("id"), names)
+    call.ctx.workspaces.add_tags(call.caller, call.param("id"), names)
     return no_content()
 
 
-async def remove_workspace_tags(call: Call) -> Response:
-    names, ids = _tag_items(await call.body(call.ctx.settings.max_json_body_bytes))
-    await call.run(call.ctx.workspaces.remove_tags, call.caller, call.param("id"), names, ids)
+def remove_workspace_tags(call: Call) -> Response:
+    names, ids = _tag_items(call.raw)
+    call.ctx.workspaces.remove_tags(call.caller, call.param("id"), names, ids)
     return no_content()
 
 
-async def list_organization_tags(call: Call) -> Response:
+def list_organization_tags(call: Call) -> Response:
     page = page_from(call.request)
-    rows, total = await call.run(
-        call.ctx.workspaces.organization_tags,
+    rows, total = call.ctx.workspaces.organization_tags(
         call.caller,
         call.param("org"),
         page,
@@ -221,12 +210,10 @@ async def list_organization_tags(call: Call) -> Response:
     )
 
 
-async def delete_organization_tags(call: Call) -> Response:
-    items = parse_resource_list(await call.body(call.ctx.settings.max_json_body_bytes), "tags")
+def delete_organization_tags(call: Call) -> Response:
+    items = parse_resource_list(call.raw, "tags")
     ids = [i["id"] for i in items if isinstance(i.get("id"), str)]
-    await call.run(
-        call.ctx.workspaces.delete_organization_tags, call.caller, call.param("org"), ids
-    )
+    call.ctx.workspaces.delete_organization_tags(call.caller, call.param("org"), ids)
     return no_content()
 
 
