@@ -40,15 +40,12 @@ import os
 import re
 import resource
 import shutil
-import signal
 import sqlite3
 import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,11 +54,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# _harness puts the repository root on sys.path (for tests.support and its lazy imports here).
+from _harness import (
+    Bench,
+    machine_busy,
+    median,
+    print_header,
+    process_cpu,
+    section,
+    verdict,
+)
 
 # ---- parameters ----------------------------------------------------------------------------------
 
@@ -162,17 +165,6 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _process_cpu(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
-def _machine_busy() -> float:
-    """CPU seconds all processors of the machine spent busy since boot."""
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
 class LoadGenerator:
     """wrk when present, otherwise the asyncio client of this file in a child process."""
 
@@ -193,16 +185,16 @@ class LoadGenerator:
         return "asyncio HTTP/1.1 client (child process; wrk not found)"
 
     def run(self, request: Request, seconds: int, connections: int, server_pid: int) -> Load:
-        before_server = _process_cpu(server_pid)
+        before_server = process_cpu(server_pid)
         before_client = _children_cpu()
         before_self = time.process_time()
-        before_machine = _machine_busy()
+        before_machine = machine_busy()
         if self.wrk is not None:
             stats = self._run_wrk(request, seconds, connections)
         else:
             stats = self._run_python(request, seconds, connections)
-        machine = _machine_busy() - before_machine
-        server_cpu = _process_cpu(server_pid) - before_server
+        machine = machine_busy() - before_machine
+        server_cpu = process_cpu(server_pid) - before_server
         client_cpu = _children_cpu() - before_client
         own = time.process_time() - before_self
         errors = sum(stats[k] for k in ("connect", "read", "write", "status", "timeout"))
@@ -528,10 +520,6 @@ class Case:
         return sum(load.errors for load in self.loads)
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def paired_ratio(num: Case, den: Case) -> float:
     """Median over rounds of num/den within the same round."""
     pairs = zip(num.rate_list(), den.rate_list(), strict=False)
@@ -570,9 +558,9 @@ def measure_mint(targets: list[Target], load: LoadGenerator, signers: Signers) -
     ops_per_second(signers.rs256, 0.3)
     other: list[float] = []
     for _ in range(MINT_ROUNDS):
-        busy, own, wall = _machine_busy(), time.process_time(), time.perf_counter()
+        busy, own, wall = machine_busy(), time.process_time(), time.perf_counter()
         raw.rates.append(ops_per_second(signers.rs256, SIGN_SECONDS))
-        busy = _machine_busy() - busy - (time.process_time() - own)
+        busy = machine_busy() - busy - (time.process_time() - own)
         other.append(max(0.0, busy) / (time.perf_counter() - wall))
         es256.rates.append(ops_per_second(signers.es256, SIGN_SECONDS / 4, batch=200))
         sign_jwt.rates.append(ops_per_second(signers.sign_jwt, SIGN_SECONDS / 2))
@@ -610,10 +598,6 @@ def response_sizes(target: Target) -> dict[str, int]:
 # ---- report --------------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
 
@@ -644,8 +628,7 @@ def print_mint(result: MintResults, targets: list[Target], size: int) -> list[tu
         f" {'srv':>5} {'cli':>5} {'other':>5} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
         f" {'ratio':>6} {'cpu r':>6}  target"
     )
-    print(header)
-    print("   " + "-" * (len(header) - 3))
+    print_header(header)
     for case in (raw, result.es256, result.sign_jwt):
         rate = case.rate
         versus = "" if case is raw else f"{paired_ratio(case, raw):.2f}x"
@@ -722,8 +705,7 @@ def print_reads(
         f" {'srv us/req':>10} {'srv':>5} {'cli':>5} {'other':>5} {'p99 ms':>7} {'errors':>6}"
         f" {'ratio':>6} {'cpu r':>6}  target"
     )
-    print(header)
-    print("   " + "-" * (len(header) - 3))
+    print_header(header)
     summary = []
     for jwks, bare, ping in results:
         bare_us = [load.server_us for load in bare.loads]
@@ -787,15 +769,6 @@ def check_servers(targets: list[Target]) -> None:
 # ---- main ----------------------------------------------------------------------------------------
 
 
-def section(name: str, fn: Callable[[], None]) -> None:
-    """Run one measurement; a failure is reported and the benchmark goes on."""
-    try:
-        fn()
-    except Exception as exc:  # a benchmark reports; it does not stop at the first problem
-        print(f"   {name}: ERROR {type(exc).__name__}: {str(exc)[:2000]}\n")
-        traceback.print_exc(file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="cairn workload-identity issuer benchmark")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -811,29 +784,16 @@ def main(argv: list[str] | None = None) -> int:
         return load_worker(args.load_worker)
 
     from cryptography import __version__ as cryptography_version
-    from tests.support.server import CairnServer
-
-    # SIGTERM/SIGHUP: unwind through the finally block (servers stopped, temp dir removed).
-    def _terminate(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
 
     started = time.perf_counter()
-    token = f"cairn-bench-admin-{os.urandom(18).hex()}"
-    root = Path(tempfile.mkdtemp(prefix="cairn-bench-identity-"))
-    targets = [
-        Target("https", CairnServer(data_dir=root / "https" / "data", admin_token=token), token),
-        Target(
-            "http",
-            CairnServer(data_dir=root / "http" / "data", admin_token=token, plain_http=True),
-            token,
-        ),
-    ]
-    summary: list[tuple[str, str]] = []
-    other: list[float] = []  # cores used by other processes during each timed run
-    try:
+    with Bench("cairn-bench-identity-", keep=args.keep) as bench:
+        token, root = bench.token, bench.root
+        targets = [
+            Target("https", bench.server("https"), token),
+            Target("http", bench.server("http", plain_http=True), token),
+        ]
+        summary: list[tuple[str, str]] = []
+        other: list[float] = []  # cores used by other processes during each timed run
         load = LoadGenerator(args.client, root)
         print(
             f"cairn identity benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs,"
@@ -871,13 +831,6 @@ def main(argv: list[str] | None = None) -> int:
             check_servers(live)
         print_summary(summary, other)
         print(f"total benchmark time {time.perf_counter() - started:.0f} s")
-    finally:
-        for target in targets:
-            target.server.stop()
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -26,29 +26,24 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
-import signal
-import statistics
 import sys
-import tempfile
 import threading
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# _harness puts the repository root on sys.path: it comes before tests.support.
+from _harness import Bench, median, print_header, section, verdict
 
-from tests.support import api as tfe  # noqa: E402
-from tests.support.server import CairnServer  # noqa: E402
-from tests.support.terraform import (  # noqa: E402
+# isort: split
+from tests.support import api as tfe
+from tests.support.server import CairnServer
+from tests.support.terraform import (
     TERRAFORM_VERSION,
     TerraformCLI,
     TerraformProject,
@@ -208,10 +203,6 @@ class RssSampler:
         self._thread.join()
         with contextlib.suppress(psutil.Error):
             self.peak = max(self.peak, self.rss())
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def mbps(size: int, seconds: float) -> float:
@@ -507,10 +498,6 @@ def measure_apply(servers: dict[str, CairnServer], token: str, root: Path) -> li
 # ---- report --------------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def print_transfers(results: list[TransferResult]) -> None:
     print(
         "1. State upload + download through cairn vs raw disk (medians; MB = 2^20 bytes)\n"
@@ -526,8 +513,7 @@ def print_transfers(results: list[TransferResult]) -> None:
         f"   {'download (raw read)':>20}   {'round trip (raw)':>17}  {'ratio':>6}"
         f"  {'count s':>7}  target"
     )
-    print(header)
-    print("   " + "-" * (len(header) - 3))
+    print_header(header)
     for r in results:
         size = r.nbytes
         up, down = median(r.upload), median(r.download)
@@ -564,8 +550,7 @@ def print_memory(results: list[MemoryResult]) -> None:
         f"   {'transport':<9} {'state':>8}  {'shape':<24} {'n':>2} {'idle MB':>8} {'peak MB':>8}"
         f" {'+MB':>7} {'x state':>8}  target"
     )
-    print(header)
-    print("   " + "-" * (len(header) - 3))
+    print_header(header)
     for m in results:
         ok = m.multiple <= TARGET_RSS
         target = f"<={TARGET_RSS}x {verdict(ok)}" if m.transport == "https" else "(info)"
@@ -585,8 +570,7 @@ def print_apply(results: list[ApplyResult]) -> None:
         " interleaved runs, after one untimed no-op apply each)"
     )
     header = f"   {'backend':<22} {'median':>7} {'ratio':>7}  {'target':<13} runs (s)"
-    print(header)
-    print("   " + "-" * (len(header) + 22))
+    print_header(header, extra=25)
     for result in results:
         value = median(result.seconds)
         runs = ", ".join(f"{v:.2f}" for v in result.seconds)
@@ -605,82 +589,61 @@ def print_apply(results: list[ApplyResult]) -> None:
 # ---- main ----------------------------------------------------------------------------------------
 
 
-def section(name: str, fn: Callable[[], None]) -> None:
-    """Run one measurement; a failure is reported and the benchmark goes on."""
-    try:
-        fn()
-    except Exception as exc:  # a benchmark reports; it does not stop at the first problem
-        print(f"   {name}: ERROR {type(exc).__name__}: {str(exc)[:2000]}\n")
-        traceback.print_exc(file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="cairn state backend benchmark")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
 
-    # SIGTERM/SIGHUP: unwind through the finally block (servers stopped, temp dir removed).
-    def _terminate(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
-
     started = time.perf_counter()
-    token = f"cairn-bench-admin-{secrets.token_urlsafe(24)}"
-    root = Path(tempfile.mkdtemp(prefix="cairn-bench-"))
-    servers = {
-        "https": CairnServer(data_dir=root / "https" / "data", admin_token=token),
-        "http": CairnServer(data_dir=root / "http" / "data", admin_token=token, plain_http=True),
-    }
-    clients: list[httpx.Client] = []
-    try:
-        print(
-            f"cairn state benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs,"
-            f" temporary data under {root}\n"
-        )
+    with Bench("cairn-bench-", keep=args.keep) as bench:
+        token, root = bench.token, bench.root
+        servers = {
+            "https": bench.server("https"),
+            "http": bench.server("http", plain_http=True),
+        }
+        clients: list[httpx.Client] = []
+        try:
+            print(
+                f"cairn state benchmark: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs,"
+                f" temporary data under {root}\n"
+            )
 
-        def start_servers() -> None:
-            for server in servers.values():
-                server.start()
+            def start_servers() -> None:
+                for server in servers.values():
+                    server.start()
 
-        section("starting servers", start_servers)
-        transfers: list[TransferResult] = []
-        memory: list[MemoryResult] = []
+            section("starting servers", start_servers)
+            transfers: list[TransferResult] = []
+            memory: list[MemoryResult] = []
 
-        def run_transfers() -> None:
-            states = {size: make_state(size * MB) for size in SIZES_MB}
-            json.loads(states[SIZES_MB[0]].head + b"1" + states[SIZES_MB[0]].tail)  # valid JSON
-            workspaces = {}
-            for transport, server in servers.items():
-                ws = workspaces[transport] = prepare_workspace(server, token)
-                clients.append(ws.api)
-                found, mem = measure_transfers(ws, transport, states)
-                transfers.extend(found)
-                memory.append(mem)
-            states.clear()
-            memory.append(measure_single_resource_memory(workspaces["https"], max(SIZES_MB)))
+            def run_transfers() -> None:
+                states = {size: make_state(size * MB) for size in SIZES_MB}
+                first = states[SIZES_MB[0]]
+                json.loads(first.head + b"1" + first.tail)  # valid JSON
+                workspaces = {}
+                for transport, server in servers.items():
+                    ws = workspaces[transport] = prepare_workspace(server, token)
+                    clients.append(ws.api)
+                    found, mem = measure_transfers(ws, transport, states)
+                    transfers.extend(found)
+                    memory.append(mem)
+                states.clear()
+                memory.append(measure_single_resource_memory(workspaces["https"], max(SIZES_MB)))
 
-        section("state transfers", run_transfers)
-        if transfers:
-            print_transfers(transfers)
-        if memory:
-            print_memory(memory)
+            section("state transfers", run_transfers)
+            if transfers:
+                print_transfers(transfers)
+            if memory:
+                print_memory(memory)
 
-        def run_apply() -> None:
-            print_apply(measure_apply(servers, token, root / "apply"))
+            def run_apply() -> None:
+                print_apply(measure_apply(servers, token, root / "apply"))
 
-        section("terraform apply", run_apply)
-        print(f"total benchmark time {time.perf_counter() - started:.0f} s")
-    finally:
-        for client in clients:
-            client.close()
-        for server in servers.values():
-            server.stop()
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+            section("terraform apply", run_apply)
+            print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+        finally:
+            for client in clients:
+                client.close()
     return 0
 
 
