@@ -54,6 +54,7 @@ check: lint typecheck test
 bench: install
 	$(BIN)/python bench/state.py
 	$(BIN)/python bench/identity.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

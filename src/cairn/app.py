@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -19,13 +20,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from cairn.audit import api as audit_api
+from cairn.admin import audit_api
 from cairn.audit.lane import AuditedLane
+from cairn.audit.service import AuditLog
 from cairn.auth import api as auth_api
 from cairn.auth import login_api, tokens_api
+from cairn.auth.hooks import rename_org_service_account
 from cairn.auth.idp import IdpClient, IdpSettings, IdpUnreachable
-from cairn.auth.login import LoginService
+from cairn.auth.login import LoginService, login_service
+from cairn.auth.token_store import TokenLedger
 from cairn.auth.tokens import TokenService
+from cairn.auth.users import SqlUsers
+from cairn.auth.usertokens import UserTokens
 from cairn.blobs.store import open_blob_store
 from cairn.clock import Clock, SystemClock
 from cairn.config import Settings
@@ -33,6 +39,7 @@ from cairn.context import AppContext
 from cairn.crypto import Keyring, load_or_create_secret
 from cairn.db import meta
 from cairn.db.engine import Database, make_engine
+from cairn.db.notify import Listener
 from cairn.errors import ApiError, MethodNotAllowed, NotFound, SecretKeyMismatch
 from cairn.identity import api as identity_api
 from cairn.identity.discovery import check_issuer
@@ -40,21 +47,32 @@ from cairn.identity.errors import IdentityConfigError
 from cairn.identity.issuer import Issuer
 from cairn.identity.keys import as_alg
 from cairn.identity.lifecycle import RotationPolicy
-from cairn.identity.listener import RotationListener
 from cairn.identity.store import SqlKeyStore
 from cairn.migrations.migrate import is_current, upgrade
 from cairn.observe import Metrics, ObserveMiddleware
 from cairn.organizations import api as org_api
+from cairn.organizations.hooks import OrganizationHooks
 from cairn.organizations.service import OrganizationService
+from cairn.organizations.tokens import OrganizationTokens
 from cairn.state import api as state_api
+from cairn.state.processing import ResourceCounter
 from cairn.state.service import StateService
+from cairn.state.uploads import HostedUploads
 from cairn.teams import api as teams_api
-from cairn.teams.service import RbacService
+from cairn.teams.grants import GrantService
+from cairn.teams.hooks import create_owners_team
+from cairn.teams.service import RbacService, TeamService
+from cairn.teams.tokens import TeamTokens
+from cairn.teams.users import UserAdmin
 from cairn.tfeapi import service_discovery as discovery
 from cairn.tfeapi.http import Pipeline
 from cairn.tfeapi.jsonapi import error_response
+from cairn.tfeapi.signed import Signer
 from cairn.workspaces import api as ws_api
+from cairn.workspaces import hooks as ws_hooks
+from cairn.workspaces.locks import LockService
 from cairn.workspaces.service import WorkspaceService
+from cairn.workspaces.tags import TagService
 
 log = logging.getLogger("cairn")
 
@@ -94,9 +112,11 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
         keyring=keyring,
         clock=clock,
         tokens=tokens,
-        organizations=OrganizationService(db, clock),
+        organizations=OrganizationService(db, clock, organization_hooks()),
         workspaces=WorkspaceService(db, clock),
-        states=StateService(db, blobs, keyring, clock, settings),
+        states=StateService(
+            db, blobs, clock, ResourceCounter(db, blobs), max_state_bytes=settings.max_state_bytes
+        ),
         issuer=issuer,
         rbac=RbacService(db, clock),
         login=LoginService(db, keyring, clock, tokens),
@@ -108,6 +128,16 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
     ctx.idp = build_idp(settings, db, keyring, clock)
     bootstrap = None if settings.admin_token else tokens.bootstrap_admin_token()
     return Startup(ctx=ctx, created_secret=created, bootstrap_token=bootstrap)
+
+
+def organization_hooks() -> OrganizationHooks:
+    """What higher domains do when an organization changes (run in its transaction)."""
+    return OrganizationHooks(
+        after_create=[create_owners_team],
+        after_rename=[rename_org_service_account],
+        before_delete=[ws_hooks.refuse_locked_workspaces],
+        before_delete_project=[ws_hooks.refuse_used_project],
+    )
 
 
 def build_issuer(settings: Settings, db: Database, keyring: Keyring, clock: Clock) -> Issuer:
@@ -187,34 +217,60 @@ def create_app(ctx: AppContext) -> Starlette:
         ok, why = await asyncio.to_thread(_ready, ctx)
         return JSONResponse({"status": why}, status_code=200 if ok else 503)
 
+    ledger = TokenLedger(ctx.db, ctx.clock, ctx.tokens)
+    teams, grants = TeamService(ctx.db, ctx.clock), GrantService(ctx.db, ctx.clock)
+    # One signer for every signed URL (state uploads; later configuration versions, logs).
+    signer = Signer(ctx.keyring, ctx.clock)
     api_routes = [
         Route("/ping", discovery.ping, methods=["GET"]),
-        *auth_api.routes(),
-        *tokens_api.routes(),
-        *org_api.routes(),
-        *ws_api.routes(),
-        *state_api.routes(),
-        *teams_api.tfe_routes(),
+        *auth_api.routes(SqlUsers(ctx.db)),
+        *tokens_api.routes(UserTokens(ledger), OrganizationTokens(ledger), TeamTokens(ledger)),
+        *org_api.routes(ctx.organizations),
+        *ws_api.routes(
+            ctx.workspaces,
+            LockService(ctx.db, ctx.clock),
+            TagService(ctx.db),
+            count_resources=ctx.states.process_current,
+        ),
+        *state_api.routes(
+            ctx.states,
+            HostedUploads(
+                ctx.db,
+                ctx.blobs,
+                signer,
+                ctx.clock,
+                ResourceCounter(ctx.db, ctx.blobs),
+                ttl=timedelta(seconds=ctx.settings.upload_url_ttl_seconds),
+                max_state_bytes=ctx.settings.max_state_bytes,
+            ),
+            ctx.workspaces.resolve,
+            state_api.Limits(
+                ctx.settings.public_url,
+                ctx.settings.max_state_bytes,
+                ctx.settings.max_json_body_bytes,
+            ),
+        ),
+        *teams_api.tfe_routes(teams, grants),
     ]
     routes = [
         Route(
             "/.well-known/terraform.json",
-            discovery.StaticJson(discovery.discovery_document()),
+            discovery.StaticJson(discovery.discovery_document({"login.v1": login_service()})),
             methods=["GET"],
         ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/api/terraform/motd", discovery.motd, methods=["GET"]),
-        *login_api.routes(),
+        *login_api.routes(ctx.login, ctx.idp),
         *identity_api.public_routes(ctx.issuer),
         Mount("/api/v2", routes=api_routes),
         Mount(
             "/api/cairn/v1",
             routes=[
-                *identity_api.cairn_routes(),
-                *teams_api.cairn_routes(),
-                *audit_api.routes(),
+                *identity_api.routes(ctx.issuer),
+                *teams_api.cairn_routes(grants, UserAdmin(ctx.db, ctx.clock)),
+                *audit_api.routes(AuditLog(ctx.db)),
             ],
         ),
     ]
@@ -242,25 +298,21 @@ def create_app(ctx: AppContext) -> Starlette:
         err = ApiError("cairn failed to handle this request; the error is in the server log")
         return error_response(err)
 
+    # One LISTEN connection for every channel (PostgreSQL; SQLite has no other writer).
+    listener = Listener(ctx.settings.database_url) if ctx.settings.is_postgres else None
+    if listener is not None and ctx.settings.oidc_listen:
+        ctx.issuer.follow(listener)
+    jobs = background_jobs(ctx)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        listener = None
-        if ctx.settings.is_postgres and ctx.settings.oidc_listen:
-            listener = RotationListener(ctx.settings.database_url, ctx.issuer)
+        if listener is not None:
             listener.start()
-        tasks = [
-            asyncio.create_task(_housekeeping(ctx)),
-            asyncio.create_task(_keep_keys_fresh(ctx)),
-            asyncio.create_task(_rotation_scheduler(ctx)),
-        ]
+        jobs.start()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await jobs.stop()
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
             # After the last request (uvicorn drains them before the lifespan ends): finish
@@ -283,39 +335,87 @@ def create_app(ctx: AppContext) -> Starlette:
     return app
 
 
-async def _housekeeping(ctx: AppContext) -> None:
-    """Finish work a crash interrupted, then tidy up periodically."""
-    while True:
-        try:
-            await asyncio.to_thread(ctx.states.process_pending)
-            await asyncio.to_thread(
-                ctx.states.discard_stale_pending, ctx.settings.upload_url_ttl_seconds + 3600
-            )
-        except Exception:
-            log.exception("housekeeping failed; will retry")
-        await asyncio.sleep(600)
+@dataclass(frozen=True)
+class BackgroundJob:
+    """Work no request asks for: ``run`` (blocking: it runs in a worker thread) every
+    ``interval`` seconds, the first time at start. ``due`` (cheap, on the event loop) may skip
+    a turn without a thread hop; after a failure (logged) the next turn comes after
+    ``retry_after`` seconds instead. Every replica runs every job: a job that must happen once
+    relies on the database to let one replica win."""
+
+    name: str
+    interval: float
+    run: Callable[[], object]
+    due: Callable[[], bool] | None = None
+    retry_after: float | None = None
 
 
-async def _keep_keys_fresh(ctx: AppContext) -> None:
-    """Rebuild the issuer's in-memory documents when they go stale (TTL, notification, a
-    retired key leaving the JWKS). A failed refresh keeps serving the last good documents."""
+class BackgroundJobs:
+    """The registry of background jobs: one asyncio task per job, started by the lifespan
+    and cancelled at shutdown."""
+
+    def __init__(self) -> None:
+        self.jobs: list[BackgroundJob] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add(self, job: BackgroundJob) -> None:
+        self.jobs.append(job)
+
+    def start(self) -> None:
+        """Start every job (on the running event loop)."""
+        self._tasks = [asyncio.create_task(_loop(job), name=job.name) for job in self.jobs]
+
+    async def stop(self) -> None:
+        """Cancel every job and wait until each has stopped."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _loop(job: BackgroundJob) -> None:
     while True:
-        await asyncio.sleep(0.2)
-        if ctx.issuer.needs_refresh():
+        wait = job.interval
+        if job.due is None or job.due():
             try:
-                await asyncio.to_thread(ctx.issuer.refresh)
+                await asyncio.to_thread(job.run)
             except Exception:
-                log.exception("refreshing the signing keys failed; serving the last good ones")
-                await asyncio.sleep(5)
+                wait = job.interval if job.retry_after is None else job.retry_after
+                log.exception(
+                    f"{job.name} failed; will retry", extra={"job": job.name, "retry_in_s": wait}
+                )
+        await asyncio.sleep(wait)
 
 
-async def _rotation_scheduler(ctx: AppContext) -> None:
-    """Scheduled rotation; every replica runs it, the database lets one rotation win."""
-    while True:
-        try:
-            plan = await asyncio.to_thread(ctx.issuer.tick)
-            if plan is not None:
-                log.info("scheduled key rotation", extra={"changes": plan.summary()})
-        except Exception:
-            log.exception("scheduled key rotation failed; will retry")
-        await asyncio.sleep(60)
+def background_jobs(ctx: AppContext) -> BackgroundJobs:
+    """Every background job of this process."""
+    jobs = BackgroundJobs()
+    # Finish work a crash interrupted (state uploads), then tidy up periodically.
+    jobs.add(BackgroundJob("housekeeping", 600.0, lambda: _housekeeping(ctx)))
+    # Rebuild the issuer's in-memory documents when they go stale (TTL, notification, a retired
+    # key leaving the JWKS). A failed refresh keeps serving the last good documents.
+    jobs.add(
+        BackgroundJob(
+            "refreshing the signing keys",
+            0.2,
+            ctx.issuer.refresh,
+            due=ctx.issuer.needs_refresh,
+            retry_after=5.0,
+        )
+    )
+    # Scheduled rotation; every replica runs it, the database lets one rotation win.
+    jobs.add(BackgroundJob("scheduled key rotation", 60.0, lambda: _rotate_when_due(ctx.issuer)))
+    return jobs
+
+
+def _housekeeping(ctx: AppContext) -> None:
+    ctx.states.process_pending()
+    ctx.states.discard_stale_pending(ctx.settings.upload_url_ttl_seconds + 3600)
+
+
+def _rotate_when_due(issuer: Issuer) -> None:
+    plan = issuer.tick()
+    if plan is not None:
+        log.info("scheduled key rotation", extra={"changes": plan.summary()})

@@ -4,8 +4,8 @@
   associated data, so a sealed value copied to another row does not open.
 * ``Keyring.token_hash``: a keyed hash (HMAC-SHA256) for API tokens; a database dump alone
   does not allow offline guessing.
-* ``Keyring.sign`` / ``verify``: short-lived, purpose-bound signatures for self-authorising
-  URLs (state upload URLs).
+* ``Keyring.sign`` / ``verify``: purpose-bound MACs, the primitive under self-authorising URLs;
+  ``tfeapi.signed.Signer`` builds the URL tokens on it (fields, expiry on the injected clock).
 """
 
 from __future__ import annotations

@@ -4,48 +4,16 @@ server on SQLite over HTTPS with the development CA."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import start_server
 from tests.support.api import unique_name
-from tests.support.server import CairnServer
-from tests.tokens.support import Result, create_user_token, failed, make_user, me, ok, run_cli
+from tests.support.cli import CliRunner, Result, failed, ok
+from tests.tokens.support import create_user_token, make_user, me
 
 pytestmark = pytest.mark.e2e
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture(scope="module")
-def cli_server(
-    request: pytest.FixtureRequest, admin_token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CairnServer]:
-    srv = start_server(request, tmp_path_factory.mktemp("cairn-audit-cli"), "sqlite", admin_token)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def admin(cli_server: CairnServer, admin_token: str) -> Iterator[httpx.Client]:
-    with cli_server.client(admin_token) as client:
-        yield client
-
-
-@pytest.fixture
-def cairn(cli_server: CairnServer, admin_token: str, tmp_path: Path) -> Cli:
-    """Run `cairn ARGS…` as the site admin (token=… to run as someone else)."""
-
-    def run(*args: str, token: str | None = None) -> Result:
-        return run_cli(cli_server, token or admin_token, *args, cwd=tmp_path)
-
-    return run
 
 
 def _make_events(admin: httpx.Client, marker: str, n: int) -> list[str]:
@@ -58,7 +26,7 @@ def _json(result: Result) -> list[dict[str, Any]]:
     return rows
 
 
-def test_the_table_shows_the_newest_events(cairn: Cli, admin: httpx.Client) -> None:
+def test_the_table_shows_the_newest_events(cairn: CliRunner, admin: httpx.Client) -> None:
     marker = unique_name("table")
     made = _make_events(admin, marker, 2)
     table = ok(cairn("audit", "--subject", marker)).stdout
@@ -67,7 +35,7 @@ def test_the_table_shows_the_newest_events(cairn: Cli, admin: httpx.Client) -> N
     assert "newest first" in table
 
 
-def test_filters_limit_and_json(cairn: Cli, admin: httpx.Client) -> None:
+def test_filters_limit_and_json(cairn: CliRunner, admin: httpx.Client) -> None:
     marker = unique_name("json")
     made = _make_events(admin, marker, 3)
     rows = _json(cairn("audit", "--action", "token.", "--subject", marker, "--json"))
@@ -84,7 +52,7 @@ def test_filters_limit_and_json(cairn: Cli, admin: httpx.Client) -> None:
     assert issuer and all(r["attributes"]["action"].startswith("oidc.") for r in issuer)
 
 
-def test_limit_beyond_one_page(cairn: Cli, admin: httpx.Client) -> None:
+def test_limit_beyond_one_page(cairn: CliRunner, admin: httpx.Client) -> None:
     marker = unique_name("many")
     _make_events(admin, marker, 103)
     assert len(_json(cairn("audit", "--subject", marker, "--limit", "102", "--json"))) == 102
@@ -93,13 +61,13 @@ def test_limit_beyond_one_page(cairn: Cli, admin: httpx.Client) -> None:
     assert len({r["id"] for r in rows}) == 103
 
 
-def test_only_site_admins_read_the_log(cairn: Cli, admin: httpx.Client) -> None:
+def test_only_site_admins_read_the_log(cairn: CliRunner, admin: httpx.Client) -> None:
     _, value = make_user(admin, "notadmin")
     failed(cairn("audit", token=value), "404", "site admin")
 
 
 @pytest.mark.parametrize("since", ["last week", "1y"])
-def test_bad_times_are_usage_errors(cairn: Cli, since: str) -> None:
+def test_bad_times_are_usage_errors(cairn: CliRunner, since: str) -> None:
     result = cairn("audit", "--since", since)
     assert result.returncode == 2, str(result)
     assert "--since" in result.stderr

@@ -10,12 +10,9 @@ never rotate, and read the active key from the server when they need it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import ssl
-import subprocess
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,103 +21,11 @@ import jwt
 import pytest
 
 from cairn.cli.client import ApiFailure, CairnClient, CliError, Connection, Trust
-from tests.conftest import start_server
 from tests.support import api as tfe
-from tests.support.server import CairnServer, cairn_executable
+from tests.support.cli import CliRunner, failed, ok
+from tests.support.server import CairnServer
 
 PROJECT = "Default Project"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-
-
-CliRunner = Callable[..., Result]
-
-
-@pytest.fixture(scope="module")
-def cli_server(
-    request: pytest.FixtureRequest, admin_token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CairnServer]:
-    """One HTTPS server on SQLite for the whole module."""
-    srv = start_server(request, tmp_path_factory.mktemp("cairn-cli"), "sqlite", admin_token)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def cairn(cli_server: CairnServer, admin_token: str, tmp_path: Path) -> CliRunner:
-    """Run `cairn ARGS…` with CAIRN_URL / CAIRN_TOKEN / CAIRN_DATA_DIR for `cli_server`.
-
-    The environment is the test's minus every CAIRN_* and SSL_CERT_* variable, with an empty
-    XDG data home and an empty working directory, so no trust leaks in from the machine.
-    `env` entries override (None removes a variable)."""
-    home = tmp_path / "xdg"
-    workdir = tmp_path / "cwd"
-    home.mkdir()
-    workdir.mkdir()
-
-    def run(
-        *args: str,
-        env: dict[str, str | None] | None = None,
-        cwd: Path | None = None,
-        stdin: str = "",
-    ) -> Result:
-        environ = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("CAIRN_", "SSL_CERT_")) and k != "COLUMNS"
-        }
-        environ.update(
-            XDG_DATA_HOME=str(home),
-            CAIRN_URL=cli_server.url,
-            CAIRN_TOKEN=admin_token,
-            CAIRN_DATA_DIR=str(cli_server.data_dir),
-        )
-        for key, value in (env or {}).items():
-            if value is None:
-                environ.pop(key, None)
-            else:
-                environ[key] = value
-        proc = subprocess.run(
-            [str(cairn_executable()), *args],
-            env=environ,
-            cwd=cwd or workdir,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    return run
-
-
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, str(result)
-    assert "error" not in result.stderr.lower(), str(result)
-    return result
-
-
-def failed(result: Result, *says: str) -> str:
-    """Assert exit 1 with an `error: …` line on stderr containing each of `says`; return it."""
-    assert result.returncode == 1, str(result)
-    assert result.stdout == "", str(result)
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, str(result)
-    for text in says:
-        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def keys_json(cairn: CliRunner) -> list[dict[str, Any]]:

@@ -7,16 +7,16 @@ import json
 
 import pytest
 
-from tests.cli.test_cli import CliRunner, cairn, cli_server, ok  # noqa: F401 - fixtures
 from tests.support import api as tfe
+from tests.support.cli import CliRunner, ok
 from tests.support.server import CairnServer
 
 pytestmark = pytest.mark.e2e
 
 
 def test_rbac_commands_manage_access_end_to_end(
-    cairn: CliRunner,  # noqa: F811 - the fixture
-    cli_server: CairnServer,  # noqa: F811 - the fixture
+    cairn: CliRunner,
+    cli_server: CairnServer,
     admin_token: str,
 ) -> None:
     with cli_server.client(admin_token) as client:

@@ -50,7 +50,7 @@ from tests.e2e.test_terraform_login import (
     terraform_login,
 )
 from tests.support import api as tfe
-from tests.support import oidc_op as oidc_op_module
+from tests.support import processes
 from tests.support.oidc_op import OidcOp, OidcOpUnavailable, check_installed, start_oidc_op
 from tests.support.postgres import PostgresCluster
 from tests.support.processes import free_port
@@ -97,8 +97,8 @@ class Federation:
         # start_oidc_op picks a free port and a fresh secret itself: hand it the old ones.
         secret_tail = old.client_secret.removeprefix("op-secret-")
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(oidc_op_module.processes, "free_port", lambda host="127.0.0.1": port)
-            mp.setattr(oidc_op_module.secrets, "token_urlsafe", lambda nbytes=None: secret_tail)
+            mp.setattr(processes, "free_port", lambda host="127.0.0.1": port)
+            mp.setattr(secrets, "token_urlsafe", lambda nbytes=None: secret_tail)
             self.op = start_oidc_op(self.log_dir, **kwargs)
         assert (self.op.issuer, self.op.client_secret) == (old.issuer, old.client_secret)
 

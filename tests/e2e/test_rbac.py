@@ -398,7 +398,7 @@ def assert_invisible(person: Person, w: World, ws: str) -> None:
     assert person.status("DELETE", f"/api/v2/workspaces/{ws_id}") == 404
 
 
-def visible_workspaces(person: Person, org: str) -> set[str]:
+def visible_workspaces(person: Person, org: str) -> set[str | None]:
     return {ws.name for ws in person.tfe.workspaces.list(org)}
 
 

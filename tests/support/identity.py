@@ -112,7 +112,8 @@ def admin_keys(client: httpx.Client) -> list[dict[str, Any]]:
 
 
 def active_kid(keys: Iterable[dict[str, Any]]) -> str:
-    (kid,) = [key["kid"] for key in keys if key["state"] == "active"]
+    active: list[str] = [key["kid"] for key in keys if key["state"] == "active"]
+    (kid,) = active
     return kid
 
 
@@ -241,8 +242,8 @@ class KeyMaterial:
         lowered = text.lower()
         data_text = data.decode("latin-1")
         data_lowered = data_text.lower()
-        for what, needle in self.raw_forms():
-            if needle in data or needle in text.encode("utf-8", "replace"):
+        for what, raw in self.raw_forms():
+            if raw in data or raw in text.encode("utf-8", "replace"):
                 found.append(f"kid {self.kid}: {what}")
         for what, needle, case_sensitive in self.text_forms():
             haystacks = (text, data_text) if case_sensitive else (lowered, data_lowered)

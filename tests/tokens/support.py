@@ -1,14 +1,10 @@
 """Helpers for the token and audit tests: TFE token calls over httpx, people and teams made
-through cairn's own APIs, a plain-text dump of a server's database, and the `cairn` CLI run
-as users run it (the installed console script in a subprocess)."""
+through cairn's own APIs, and a plain-text dump of a server's database. (The `cairn` CLI as
+users run it is in `tests.support.cli`.)"""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +14,7 @@ from cairn.crypto import Keyring, load_or_create_secret
 from cairn.db.engine import sqlalchemy_url
 from tests.conftest import TEST_SECRET_KEY
 from tests.support.api import JSONAPI, document, unique_name
-from tests.support.server import CairnServer, cairn_executable
+from tests.support.server import CairnServer
 
 CT = {"Content-Type": JSONAPI}
 
@@ -161,61 +157,3 @@ def token_hash(server: CairnServer, token: str) -> str:
         server.data_dir, TEST_SECRET_KEY if server.database_url else None
     )
     return Keyring(secret).token_hash(token)
-
-
-# ---- the CLI ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-
-
-def run_cli(server: CairnServer, token: str, *args: str, cwd: Path) -> Result:
-    """`cairn ARGS…` against `server` with `token`, in an environment free of the machine's
-    CAIRN_* and SSL_CERT_* settings."""
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CAIRN_", "SSL_CERT_")) and k != "COLUMNS"
-    }
-    environ.update(
-        XDG_DATA_HOME=str(cwd),
-        CAIRN_URL=server.url,
-        CAIRN_TOKEN=token,
-        CAIRN_DATA_DIR=str(server.data_dir),
-    )
-    proc = subprocess.run(
-        [str(cairn_executable()), *args],
-        env=environ,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def ok(result: Result) -> Result:
-    assert result.returncode == 0, str(result)
-    assert "error" not in result.stderr.lower(), str(result)
-    return result
-
-
-def failed(result: Result, *says: str) -> str:
-    """Exit 1 with one `error: …` line on stderr containing each of `says`."""
-    assert result.returncode == 1, str(result)
-    assert result.stdout == "", str(result)
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, str(result)
-    for text in says:
-        assert text in lines[0], f"{text!r} not in {lines[0]!r}"
-    assert "Traceback" not in result.stderr
-    return lines[0]

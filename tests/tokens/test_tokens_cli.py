@@ -4,37 +4,17 @@ subprocess, against a real server on SQLite over HTTPS with the development CA."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import start_server
+from tests.support.cli import CliRunner, failed, ok
 from tests.support.server import CairnServer
-from tests.tokens.support import Result, authenticates, failed, make_user, ok, run_cli
+from tests.tokens.support import authenticates, make_user
 
 pytestmark = pytest.mark.e2e
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture(scope="module")
-def cli_server(
-    request: pytest.FixtureRequest, admin_token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CairnServer]:
-    srv = start_server(request, tmp_path_factory.mktemp("cairn-tokens-cli"), "sqlite", admin_token)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def admin(cli_server: CairnServer, admin_token: str) -> Iterator[httpx.Client]:
-    with cli_server.client(admin_token) as client:
-        yield client
 
 
 @pytest.fixture
@@ -45,22 +25,18 @@ def person(cli_server: CairnServer, admin: httpx.Client) -> str:
 
 
 @pytest.fixture
-def cairn(cli_server: CairnServer, person: str, tmp_path: Path) -> Cli:
+def cairn(cli_server: CairnServer, person: str, tmp_path: Path) -> CliRunner:
     """Run `cairn ARGS…` as `person` (token=… to run as someone else)."""
-
-    def run(*args: str, token: str | None = None) -> Result:
-        return run_cli(cli_server, token or person, *args, cwd=tmp_path)
-
-    return run
+    return CliRunner.in_dir(cli_server, person, tmp_path)
 
 
-def _listed(cairn: Cli, token: str | None = None) -> dict[str, dict[str, object]]:
+def _listed(cairn: CliRunner, token: str | None = None) -> dict[str, dict[str, object]]:
     rows = json.loads(ok(cairn("tokens", "list", "--json", token=token)).stdout)
     return {row["id"]: row["attributes"] for row in rows}
 
 
 def test_create_prints_the_token_once_and_list_never_shows_it(
-    cairn: Cli, cli_server: CairnServer
+    cairn: CliRunner, cli_server: CairnServer
 ) -> None:
     created = ok(cairn("tokens", "create", "--description", "build box"))
     value = created.stdout.strip()
@@ -83,7 +59,7 @@ def test_create_prints_the_token_once_and_list_never_shows_it(
     assert authenticates(cli_server, value) == 200
 
 
-def test_create_with_an_expiry(cairn: Cli) -> None:
+def test_create_with_an_expiry(cairn: CliRunner) -> None:
     before = datetime.now(UTC)
     ok(cairn("tokens", "create", "-d", "month", "--expires", "30d"))
     ok(cairn("tokens", "create", "-d", "fixed", "--expires", "2099-01-02T03:04:05Z"))
@@ -97,14 +73,14 @@ def test_create_with_an_expiry(cairn: Cli) -> None:
 
 
 @pytest.mark.parametrize("expires", ["soon", "-1d", "2001-01-01"])
-def test_bad_expiries_are_usage_errors(cairn: Cli, expires: str) -> None:
+def test_bad_expiries_are_usage_errors(cairn: CliRunner, expires: str) -> None:
     result = cairn("tokens", "create", "--expires", expires)
     assert result.returncode == 2, str(result)
     assert "--expires" in result.stderr
     assert result.stdout == ""
 
 
-def test_revoke_stops_the_token_at_once(cairn: Cli, cli_server: CairnServer) -> None:
+def test_revoke_stops_the_token_at_once(cairn: CliRunner, cli_server: CairnServer) -> None:
     value = ok(cairn("tokens", "create", "-d", "doomed")).stdout.strip()
     (token_id,) = [i for i, a in _listed(cairn).items() if a["description"] == "doomed"]
 
@@ -116,7 +92,7 @@ def test_revoke_stops_the_token_at_once(cairn: Cli, cli_server: CairnServer) -> 
     failed(cairn("tokens", "revoke", token_id), token_id, "cairn tokens list")
 
 
-def test_nobody_revokes_someone_elses_token(cairn: Cli, admin_token: str) -> None:
+def test_nobody_revokes_someone_elses_token(cairn: CliRunner, admin_token: str) -> None:
     admin_rows = json.loads(ok(cairn("tokens", "list", "--json", token=admin_token)).stdout)
     assert admin_rows
     failed(cairn("tokens", "revoke", admin_rows[0]["id"]), "no token")

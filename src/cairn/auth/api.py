@@ -1,10 +1,11 @@
-"""TFE API handlers for the calling user (``account/details``) and users by id."""
+"""TFE API handlers for the calling user (``account/details``) and users by id.
+
+``routes(users)`` takes the user reader as a protocol (``cairn.auth.users.SqlUsers``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -40,25 +41,29 @@ def user_doc(user: User, *, me: bool) -> dict[str, Any]:
     }
 
 
-def _user(call: Call, user_id: str) -> User:
-    with call.ctx.db.unit_of_work() as s:
-        user = s.scalar(select(User).where(User.id == user_id))
-    if user is None:
-        raise NotFound(f"user {user_id!r} not found")
-    return user
+class Users(Protocol):
+    """Where the handlers read users."""
+
+    def get(self, user_id: str) -> User | None: ...
 
 
-def account_details(call: Call) -> Response:
-    user = _user(call, call.caller.id)
-    return JsonApiResponse({"data": user_doc(user, me=True)})
+def routes(users: Users) -> list[Route]:
+    """Mounted under ``/api/v2``."""
 
+    def _user(user_id: str) -> User:
+        user = users.get(user_id)
+        if user is None:
+            raise NotFound(f"user {user_id!r} not found")
+        return user
 
-def show_user(call: Call) -> Response:
-    user = _user(call, call.param("id"))
-    return JsonApiResponse({"data": user_doc(user, me=user.id == call.caller.id)})
+    def account_details(call: Call) -> Response:
+        user = _user(call.caller.id)
+        return JsonApiResponse({"data": user_doc(user, me=True)})
 
+    def show_user(call: Call) -> Response:
+        user = _user(call.param("id"))
+        return JsonApiResponse({"data": user_doc(user, me=user.id == call.caller.id)})
 
-def routes() -> list[Route]:
     return [
         route("/account/details", account_details, ["GET"]),
         route("/users/{id}", show_user, ["GET"]),

@@ -220,6 +220,28 @@ class LoginService:
             raise
         return self.issue_code(caller.id, req, source=source, via="token form")
 
+    def upsert_idp_user(
+        self,
+        *,
+        issuer: str,
+        subject: str,
+        email: str,
+        preferred: str,
+        groups: list[str],
+        source: str,
+    ) -> str:
+        """The user behind an IdP identity (``upsert_idp_user``); returns the user ID."""
+        return upsert_idp_user(
+            self._db,
+            self._clock,
+            issuer=issuer,
+            subject=subject,
+            email=email,
+            preferred=preferred,
+            groups=groups,
+            source=source,
+        )
+
     def redeem(self, form: dict[str, str], *, source: str) -> str:
         """The token endpoint: consume the code, check its bindings, answer a new API token."""
         if form.get("grant_type") != "authorization_code":

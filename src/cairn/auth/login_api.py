@@ -1,89 +1,76 @@
 """HTTP for ``terraform login``: ``/oauth/authorization``, ``/oauth/token`` and the IdP
-callback ``/auth/oidc/callback``. Bodies are small forms, parsed without extra libraries."""
+callback ``/auth/oidc/callback``.
+
+The routes go through the request pipeline like every other (``cairn.tfeapi.http``): public
+(``auth=None``: the person proves who they are inside the flow), form bodies refused over
+``FORM_LIMIT``. Errors are pages for a browser (``html_error``), except on the token endpoint,
+which Terraform calls: RFC 6749 §5.2 JSON there (``oauth_error``). Bodies are small forms,
+parsed without extra libraries.
+
+The two POSTs are ordinary jobs (one thread hop, one write transaction). The two GETs that
+may talk to the IdP (the redirect to it, and its callback) run as one thread hop *outside* a
+job's transaction (``_own_transactions``), their services committing their own writes as
+they go, because those writes surround HTTP calls to the IdP (up to 10 s each): inside a
+write job they would hold SQLite's writer lock across those calls, and inside a read job
+each write needs a second pooled connection (a storm of 200 callbacks exhausted the pool).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from cairn.audit.log import set_source
 from cairn.auth.login import (
+    AuthorizationRequest,
+    IdentityProvider,
     LoginRejected,
     OAuthError,
     error_page,
     login_page,
     parse_authorization,
-    upsert_idp_user,
 )
-from cairn.context import AppContext
-from cairn.errors import ApiError, PayloadTooLarge, Unauthorized
+from cairn.errors import ApiError, Unauthorized
+from cairn.tfeapi.http import Call, route
 
-_FORM_LIMIT = 16 * 1024
+FORM_LIMIT = 16 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def _ctx(request: Request) -> AppContext:
-    ctx: AppContext = request.app.state.ctx
-    return ctx
+class LoginFlow(Protocol):
+    """The authorization server's service (``cairn.auth.login.LoginService``)."""
+
+    def login_with_token(self, token: str, req: AuthorizationRequest, *, source: str) -> str: ...
+    def redeem(self, form: dict[str, str], *, source: str) -> str: ...
+    def issue_code(
+        self, user_id: str, req: AuthorizationRequest, *, source: str, via: str
+    ) -> str: ...
+    def upsert_idp_user(
+        self,
+        *,
+        issuer: str,
+        subject: str,
+        email: str,
+        preferred: str,
+        groups: list[str],
+        source: str,
+    ) -> str: ...
 
 
-def _source(request: Request) -> str:
-    address = request.client.host if request.client else ""
-    set_source(address)  # for audit events written by the services this request calls
-    return address
+def html_error(exc: ApiError) -> Response:
+    """The pipeline's error renderer for the browser-facing login routes."""
+    return HTMLResponse(error_page(exc.detail), status_code=exc.status, headers=_NO_STORE)
 
 
-async def _form(request: Request) -> dict[str, str]:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _FORM_LIMIT:
-            raise PayloadTooLarge("the form is too large")
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-
-
-async def authorize(request: Request) -> Response:
-    ctx = _ctx(request)
-    try:
-        if request.method == "GET":
-            req = parse_authorization(dict(request.query_params))
-            if ctx.idp is not None:
-                url = await run_in_threadpool(ctx.idp.begin, req.query())
-                return RedirectResponse(url, status_code=302, headers=_NO_STORE)
-            return HTMLResponse(login_page(req), headers=_NO_STORE)
-        form = await _form(request)
-        req = parse_authorization(form)
-        if ctx.idp is not None:
-            raise LoginRejected("this cairn logs people in through its identity provider")
-        try:
-            url = await run_in_threadpool(
-                ctx.login.login_with_token, form.get("token", ""), req, source=_source(request)
-            )
-        except Unauthorized as exc:
-            return HTMLResponse(
-                login_page(req, error=exc.detail), status_code=401, headers=_NO_STORE
-            )
-        return RedirectResponse(url, status_code=302, headers=_NO_STORE)
-    except ApiError as exc:
-        return HTMLResponse(error_page(exc.detail), status_code=exc.status, headers=_NO_STORE)
-
-
-async def token(request: Request) -> Response:
-    ctx = _ctx(request)
-    try:
-        form = await _form(request)
-        value = await run_in_threadpool(ctx.login.redeem, form, source=_source(request))
-    except OAuthError as exc:
+def oauth_error(exc: ApiError) -> Response:
+    """The token endpoint's error renderer (RFC 6749 §5.2)."""
+    if isinstance(exc, OAuthError):
         return _json({"error": exc.error, "error_description": exc.detail}, exc.status_code)
-    except ApiError as exc:
-        return _json({"error": "invalid_request", "error_description": exc.detail}, exc.status)
-    return _json({"access_token": value, "token_type": "bearer"}, 200)
+    return _json({"error": "invalid_request", "error_description": exc.detail}, exc.status)
 
 
 def _json(body: dict[str, Any], status: int) -> Response:
@@ -92,37 +79,88 @@ def _json(body: dict[str, Any], status: int) -> Response:
     )
 
 
-async def idp_callback(request: Request) -> Response:
-    ctx = _ctx(request)
-    if ctx.idp is None:
-        return HTMLResponse(error_page("no identity provider is configured"), status_code=404)
-    try:
-        login = await run_in_threadpool(
-            ctx.idp.complete, dict(request.query_params), source_address=_source(request)
-        )
-        user_id = await run_in_threadpool(
-            upsert_idp_user,
-            ctx.db,
-            ctx.clock,
-            issuer=login.issuer,
-            subject=login.subject,
-            email=login.email or "",
-            preferred=login.username or "",
-            groups=list(login.groups),
-            source=_source(request),
-        )
-        req = parse_authorization(dict(parse_qsl(login.resume)))
-        url = await run_in_threadpool(
-            ctx.login.issue_code, user_id, req, source=_source(request), via="identity provider"
-        )
-    except ApiError as exc:
-        return HTMLResponse(error_page(exc.detail), status_code=exc.status, headers=_NO_STORE)
-    return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+def _form(call: Call) -> dict[str, str]:
+    return dict(parse_qsl(call.raw.decode("utf-8", "replace"), keep_blank_values=True))
 
 
-def routes() -> list[Route]:
+def _own_transactions(handler: Callable[[Call], Response]) -> Callable[[Call], Awaitable[Response]]:
+    """A sync handler for the ``stream`` executor: one thread hop, no job transaction (the
+    services it calls open and commit their own)."""
+
+    async def run(call: Call) -> Response:
+        return await call.run(handler, call)
+
+    run.__name__ = handler.__name__
+    return run
+
+
+def routes(login: LoginFlow, idp: IdentityProvider | None) -> list[Route]:
+    """The login routes, at the site root; ``idp`` None: the token form is the way in."""
+
+    def authorization_page(call: Call) -> Response:
+        req = parse_authorization(dict(call.request.query_params))
+        if idp is not None:
+            url = idp.begin(req.query())
+            return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+        return HTMLResponse(login_page(req), headers=_NO_STORE)
+
+    def authorize(call: Call) -> Response:
+        form = _form(call)
+        req = parse_authorization(form)
+        if idp is not None:
+            raise LoginRejected("this cairn logs people in through its identity provider")
+        try:
+            url = login.login_with_token(form.get("token", ""), req, source=call.source)
+        except Unauthorized as exc:
+            return HTMLResponse(
+                login_page(req, error=exc.detail), status_code=401, headers=_NO_STORE
+            )
+        return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+
+    def token(call: Call) -> Response:
+        value = login.redeem(_form(call), source=call.source)
+        return _json({"access_token": value, "token_type": "bearer"}, 200)
+
+    def idp_callback(call: Call) -> Response:
+        if idp is None:
+            return HTMLResponse(error_page("no identity provider is configured"), status_code=404)
+        done = idp.complete(dict(call.request.query_params), source_address=call.source)
+        user_id = login.upsert_idp_user(
+            issuer=done.issuer,
+            subject=done.subject,
+            email=done.email or "",
+            preferred=done.username or "",
+            groups=list(done.groups),
+            source=call.source,
+        )
+        req = parse_authorization(dict(parse_qsl(done.resume)))
+        url = login.issue_code(user_id, req, source=call.source, via="identity provider")
+        return RedirectResponse(url, status_code=302, headers=_NO_STORE)
+
     return [
-        Route("/oauth/authorization", authorize, methods=["GET", "POST"]),
-        Route("/oauth/token", token, methods=["POST"]),
-        Route("/auth/oidc/callback", idp_callback, methods=["GET"]),
+        route(
+            "/oauth/authorization",
+            _own_transactions(authorization_page),
+            ["GET"],
+            auth=None,
+            executor="stream",
+            errors=html_error,
+        ),
+        route(
+            "/oauth/authorization",
+            authorize,
+            ["POST"],
+            auth=None,
+            limit=FORM_LIMIT,
+            errors=html_error,
+        ),
+        route("/oauth/token", token, ["POST"], auth=None, limit=FORM_LIMIT, errors=oauth_error),
+        route(
+            "/auth/oidc/callback",
+            _own_transactions(idp_callback),
+            ["GET"],
+            auth=None,
+            executor="stream",
+            errors=html_error,
+        ),
     ]

@@ -3,6 +3,12 @@
 Format: ``cairn_`` + 43 base62 characters (≈256 bits). The prefix lets secret scanners spot a
 leaked token; the hash (HMAC-SHA256 under a key derived from CAIRN_SECRET_KEY) lets cairn find
 the row without keeping the token.
+
+``TokenService.issue`` is the one place a token value and its row are made. Each kind of token
+is registered by the domain that issues it (``TokenKinds.register``): auth registers its own
+(user, login, bootstrap, admin-env), organizations and teams theirs when their token services
+are built. The ``TokenAuthenticator`` at the end is the request pipeline's ``"token"``
+authenticator: every kind authenticates the same way.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from cairn import ids
@@ -39,8 +46,54 @@ ADMIN_USERNAME = "admin"
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
+# The kinds auth issues itself (``ApiToken.kind``).
+KIND_USER: Final = "user"  # created by a person (or a site admin for them)
+KIND_LOGIN: Final = "login"  # answered to ``terraform login``
+KIND_BOOTSTRAP: Final = "bootstrap"  # the admin's first token, printed once
+KIND_ADMIN_ENV: Final = "admin-env"  # CAIRN_ADMIN_TOKEN's value
+_KIND_MAX = 16  # api_tokens.kind
+
+
 def new_token_value() -> str:
+    """A fresh token value (use ``TokenService.issue``, which also stores its row)."""
     return TOKEN_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(43))
+
+
+@dataclass(frozen=True)
+class TokenKind:
+    """One kind of API token: its ``ApiToken.kind`` value and what it is, in words."""
+
+    name: str
+    description: str
+
+
+class TokenKinds:
+    """The kinds of token this cairn issues, each registered once by the domain that owns it
+    (otf's ``tokens.RegisterKind``): auth does not need to know organizations or teams."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, TokenKind] = {}
+
+    def register(self, name: str, description: str) -> TokenKind:
+        """Register ``name`` (idempotent for the same description). Raises ValueError for a
+        name the column cannot hold or one another owner registered differently."""
+        if not name or len(name) > _KIND_MAX:
+            raise ValueError(f"a token kind is 1 to {_KIND_MAX} characters, not {name!r}")
+        kind = TokenKind(name, description)
+        existing = self._kinds.setdefault(name, kind)
+        if existing != kind:
+            raise ValueError(f"token kind {name!r} is already registered as {existing}")
+        return kind
+
+    def get(self, name: str) -> TokenKind:
+        """The registered kind; KeyError for one nobody registered (a programming error)."""
+        return self._kinds[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._kinds
+
+    def names(self) -> list[str]:
+        return sorted(self._kinds)
 
 
 class TokenRow(NamedTuple):
@@ -105,10 +158,48 @@ _TOUCH = update(_tok).where(_tok.c.id == bindparam("token_id")).values(last_used
 
 
 class TokenService:
+    """Issuing tokens (``issue``, for every kind), authenticating them, and the built-in
+    admin's own tokens at start (``ensure_admin``, ``set_admin_env_token``,
+    ``bootstrap_admin_token``)."""
+
     def __init__(self, db: Database, keyring: Keyring, clock: Clock) -> None:
         self._db = db
         self._keys = keyring
         self._clock = clock
+        self.kinds = TokenKinds()
+        self.kinds.register(KIND_USER, "a person's token")
+        self.kinds.register(KIND_LOGIN, "a token answered to terraform login")
+        self.kinds.register(KIND_BOOTSTRAP, "the built-in admin's first token")
+        self.kinds.register(KIND_ADMIN_ENV, "the built-in admin's CAIRN_ADMIN_TOKEN")
+
+    def issue(
+        self,
+        session: Session,
+        owner_user_id: str,
+        kind: str,
+        description: str,
+        expires_at: datetime | None = None,
+        *,
+        value: str | None = None,
+    ) -> tuple[ApiToken, str]:
+        """A new token of a registered ``kind`` for ``owner_user_id``, added to ``session``
+        (the caller's unit of work, which commits it) and flushed; returns the row and the
+        value, which is shown once and never stored. ``value``: the exact value when the
+        operator chose it (CAIRN_ADMIN_TOKEN); otherwise a fresh random one."""
+        self.kinds.get(kind)
+        value = value if value is not None else new_token_value()
+        row = ApiToken(
+            id=ids.new_id("token"),
+            user_id=owner_user_id,
+            token_hash=self._keys.token_hash(value),
+            kind=kind,
+            description=description,
+            created_at=self._clock.now(),
+            expires_at=expires_at,
+        )
+        session.add(row)
+        session.flush()
+        return row, value
 
     def authenticate(self, token: str) -> Subject:
         """The subject behind a bearer token, in a transaction of its own (or the unit of work
@@ -218,25 +309,16 @@ class TokenService:
             existing = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
             if (
                 existing is not None
-                and existing.kind == "admin-env"
+                and existing.kind == KIND_ADMIN_ENV
                 and existing.revoked_at is None
             ):
                 return
-            s.execute(delete(ApiToken).where(ApiToken.kind == "admin-env"))
-            if existing is not None:
-                s.delete(existing)
-                s.flush()
-            s.add(
-                ApiToken(
-                    id=ids.new_id("token"),
-                    user_id=admin.id,
-                    token_hash=digest,
-                    kind="admin-env",
-                    description="CAIRN_ADMIN_TOKEN",
-                    created_at=self._clock.now(),
-                )
-            )
+            s.execute(delete(ApiToken).where(ApiToken.kind == KIND_ADMIN_ENV))
             try:
+                if existing is not None:
+                    s.delete(existing)
+                    s.flush()
+                self.issue(s, admin.id, KIND_ADMIN_ENV, "CAIRN_ADMIN_TOKEN", value=value)
                 s.commit()
             except IntegrityError:  # another replica stored the same value at the same moment
                 s.rollback()
@@ -249,38 +331,9 @@ class TokenService:
             has_any = s.scalar(select(ApiToken.id).where(ApiToken.user_id == admin.id).limit(1))
             if has_any is not None:
                 return None
-            value = new_token_value()
-            s.add(
-                ApiToken(
-                    id=ids.new_id("token"),
-                    user_id=admin.id,
-                    token_hash=self._keys.token_hash(value),
-                    kind="bootstrap",
-                    description="created at first start",
-                    created_at=self._clock.now(),
-                )
-            )
+            _, value = self.issue(s, admin.id, KIND_BOOTSTRAP, "created at first start")
             s.commit()
             return value
-
-    def create(
-        self, user_id: str, description: str, expires_at: datetime | None = None
-    ) -> tuple[ApiToken, str]:
-        """A new token for a user; returns the row and the value (shown once)."""
-        value = new_token_value()
-        with self._db.unit_of_work(write=True) as s:
-            row = ApiToken(
-                id=ids.new_id("token"),
-                user_id=user_id,
-                token_hash=self._keys.token_hash(value),
-                kind="user",
-                description=description,
-                created_at=self._clock.now(),
-                expires_at=expires_at,
-            )
-            s.add(row)
-            s.commit()
-        return row, value
 
 
 @dataclass(frozen=True)

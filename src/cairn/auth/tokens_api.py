@@ -4,19 +4,26 @@ Paths and documents follow the TFE API (User Tokens, Organization Tokens, Team T
 and what pytfe sends: ``authentication-token`` (singular) as the type of organization and
 legacy team token bodies, ``authentication-tokens`` elsewhere, an empty body from older go-tfe.
 The ``token`` attribute appears only in the answer to a create.
+
+Three owners of tokens, each deciding who may (``auth.usertokens``, ``organizations.tokens``,
+``teams.tokens``): ``routes`` takes one service per owner, typed by the small protocols below,
+so this module knows none of those domains.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cairn.auth.authtokens import MAX_DESCRIPTION, AuthenticationTokens, Issued, TokenRow
+from cairn.auth.token_store import MAX_DESCRIPTION, Issued, TokenRow
+from cairn.authz.subject import Subject
 from cairn.clock import iso8601
 from cairn.errors import BadRequest, Invalid
+from cairn.paging import Page
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import (
     Document,
@@ -30,6 +37,53 @@ from cairn.tfeapi.jsonapi import (
 TYPE = "authentication-tokens"
 _BODY_TYPES = ("authentication-tokens", "authentication-token")
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+class UserTokensService(Protocol):
+    """User tokens, and any token by id (``auth.usertokens.UserTokens``)."""
+
+    def create_user_token(
+        self,
+        caller: Subject,
+        user_id: str,
+        description: str,
+        expires_at: datetime | None,
+        *,
+        source_address: str = "",
+    ) -> Issued: ...
+    def list_user_tokens(
+        self, caller: Subject, user_id: str, page: Page
+    ) -> tuple[list[TokenRow], int]: ...
+    def get(self, caller: Subject, token_id: str) -> TokenRow: ...
+    def revoke(self, caller: Subject, token_id: str, *, source_address: str = "") -> None: ...
+
+
+class OwnerTokens(Protocol):
+    """The token of an owner named in the path: an organization by name
+    (``organizations.tokens``) or a team by ID (``teams.tokens``)."""
+
+    def create(
+        self,
+        caller: Subject,
+        owner: str,
+        expires_at: datetime | None,
+        *,
+        description: str | None = None,
+        source_address: str = "",
+    ) -> Issued: ...
+    def get(self, caller: Subject, owner: str) -> TokenRow: ...
+    def revoke(self, caller: Subject, owner: str, *, source_address: str = "") -> None: ...
+
+
+class TeamTokensService(OwnerTokens, Protocol):
+    """Team tokens, and their lists (``teams.tokens.TeamTokens``)."""
+
+    def list_team_tokens(
+        self, caller: Subject, team_id: str, page: Page
+    ) -> tuple[list[TokenRow], int]: ...
+    def list_org_team_tokens(
+        self, caller: Subject, org_name: str, page: Page
+    ) -> tuple[list[TokenRow], int]: ...
 
 
 def token_doc(row: TokenRow, value: str | None = None) -> dict[str, Any]:
@@ -64,16 +118,6 @@ def parse_expiry(value: str, pointer: str = "/data/attributes/expired-at") -> da
             pointer=pointer,
         ) from None
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-def _service(call: Call) -> AuthenticationTokens:
-    ctx = call.ctx
-    return AuthenticationTokens(ctx.db, ctx.keyring, ctx.clock)
-
-
-def _source(call: Call) -> str:
-    client = call.request.client
-    return client.host if client else ""
 
 
 _BODY_LIMIT = 64 * 1024
@@ -125,165 +169,116 @@ def _listed(call: Call, rows: list[TokenRow], total: int) -> Response:
     )
 
 
-# ---- user tokens -----------------------------------------------------------------------------
+# ---- routes ----------------------------------------------------------------------------------
 
 
-def create_user_token(call: Call) -> Response:
-    doc = _body(call)
-    description = doc.string("description", max_len=MAX_DESCRIPTION) or ""
-    issued = _service(call).create_user_token(
-        call.caller,
-        call.param("user_id"),
-        description,
-        _expiry(doc),
-        source_address=_source(call),
-    )
-    return _created(issued)
-
-
-def list_user_tokens(call: Call) -> Response:
-    rows, total = _service(call).list_user_tokens(
-        call.caller,
-        call.param("user_id"),
-        page_from(call.request),
-    )
-    return _listed(call, rows, total)
-
-
-# ---- any token by id -------------------------------------------------------------------------
-
-
-def show_token(call: Call) -> Response:
-    row = _service(call).get(call.caller, call.param("id"))
-    return JsonApiResponse({"data": token_doc(row)})
-
-
-def delete_token(call: Call) -> Response:
-    _service(call).revoke(call.caller, call.param("id"), source_address=_source(call))
-    return no_content()
-
-
-# ---- the organization token ------------------------------------------------------------------
-
-
-def create_org_token(call: Call) -> Response:
-    _no_token_type(call)
-    doc = _body(call)
-    issued = _service(call).create_org_token(
-        call.caller,
-        call.param("org"),
-        _expiry(doc),
-        source_address=_source(call),
-    )
-    return _created(issued)
-
-
-def show_org_token(call: Call) -> Response:
-    _no_token_type(call)
-    row = _service(call).get_org_token(call.caller, call.param("org"))
-    return JsonApiResponse({"data": token_doc(row)})
-
-
-def delete_org_token(call: Call) -> Response:
-    _no_token_type(call)
-    _service(call).revoke_org_token(
-        call.caller,
-        call.param("org"),
-        source_address=_source(call),
-    )
-    return no_content()
-
-
-# ---- team tokens -----------------------------------------------------------------------------
-
-
-def create_team_token(call: Call) -> Response:
-    """The legacy endpoint: the team's one token, replacing the one before."""
-    doc = _body(call)
-    issued = _service(call).create_team_token(
-        call.caller,
-        call.param("team_id"),
-        _expiry(doc),
-        source_address=_source(call),
-    )
-    return _created(issued)
-
-
-def create_described_team_token(call: Call) -> Response:
-    """One more token for the team; a description tells it apart from the others."""
-    doc = _body(call)
-    description = doc.string("description", required=True, max_len=MAX_DESCRIPTION) or ""
-    if not description.strip():
-        raise Invalid(
-            "attribute 'description' must not be blank", pointer="/data/attributes/description"
-        )
-    issued = _service(call).create_team_token(
-        call.caller,
-        call.param("team_id"),
-        _expiry(doc),
-        description=description,
-        source_address=_source(call),
-    )
-    return _created(issued)
-
-
-def show_team_token(call: Call) -> Response:
-    row = _service(call).get_team_token(call.caller, call.param("team_id"))
-    return JsonApiResponse({"data": token_doc(row)})
-
-
-def delete_team_token(call: Call) -> Response:
-    _service(call).revoke_team_token(
-        call.caller,
-        call.param("team_id"),
-        source_address=_source(call),
-    )
-    return no_content()
-
-
-def list_team_tokens(call: Call) -> Response:
-    rows, total = _service(call).list_team_tokens(
-        call.caller,
-        call.param("team_id"),
-        page_from(call.request),
-    )
-    return _listed(call, rows, total)
-
-
-def list_org_team_tokens(call: Call) -> Response:
-    rows, total = _service(call).list_org_team_tokens(
-        call.caller,
-        call.param("org"),
-        page_from(call.request),
-    )
-    return _listed(call, rows, total)
-
-
-def routes() -> list[Route]:
+def routes(
+    users: UserTokensService, organizations: OwnerTokens, teams: TeamTokensService
+) -> list[Route]:
     """Mounted under ``/api/v2``."""
+    org_path = "/organizations/{org}/authentication-token"
+    team_path = "/teams/{team_id}/authentication-token"
+    org_show, org_create, org_delete = _owner_handlers(organizations, "org", _no_token_type)
+    team_show, team_create, team_delete = _owner_handlers(teams, "team_id", lambda call: None)
+
+    def create_user_token(call: Call) -> Response:
+        doc = _body(call)
+        description = doc.string("description", max_len=MAX_DESCRIPTION) or ""
+        issued = users.create_user_token(
+            call.caller,
+            call.param("user_id"),
+            description,
+            _expiry(doc),
+            source_address=call.source,
+        )
+        return _created(issued)
+
+    def list_user_tokens(call: Call) -> Response:
+        page = page_from(call.request)
+        rows, total = users.list_user_tokens(call.caller, call.param("user_id"), page)
+        return _listed(call, rows, total)
+
+    def show_token(call: Call) -> Response:
+        return JsonApiResponse({"data": token_doc(users.get(call.caller, call.param("id")))})
+
+    def delete_token(call: Call) -> Response:
+        users.revoke(call.caller, call.param("id"), source_address=call.source)
+        return no_content()
+
+    def create_described_team_token(call: Call) -> Response:
+        """One more token for the team; a description tells it apart from the others."""
+        doc = _body(call)
+        description = doc.string("description", required=True, max_len=MAX_DESCRIPTION) or ""
+        if not description.strip():
+            raise Invalid(
+                "attribute 'description' must not be blank", pointer="/data/attributes/description"
+            )
+        issued = teams.create(
+            call.caller,
+            call.param("team_id"),
+            _expiry(doc),
+            description=description,
+            source_address=call.source,
+        )
+        return _created(issued)
+
+    def list_team_tokens(call: Call) -> Response:
+        page = page_from(call.request)
+        rows, total = teams.list_team_tokens(call.caller, call.param("team_id"), page)
+        return _listed(call, rows, total)
+
+    def list_org_team_tokens(call: Call) -> Response:
+        page = page_from(call.request)
+        rows, total = teams.list_org_team_tokens(call.caller, call.param("org"), page)
+        return _listed(call, rows, total)
+
+    limit = _BODY_LIMIT
     return [
         route("/users/{user_id}/authentication-tokens", list_user_tokens, ["GET"]),
-        route(
-            "/users/{user_id}/authentication-tokens", create_user_token, ["POST"], limit=64 * 1024
-        ),
+        route("/users/{user_id}/authentication-tokens", create_user_token, ["POST"], limit=limit),
         route("/authentication-tokens/{id}", show_token, ["GET"]),
         route("/authentication-tokens/{id}", delete_token, ["DELETE"]),
-        route("/organizations/{org}/authentication-token", show_org_token, ["GET"]),
-        route(
-            "/organizations/{org}/authentication-token", create_org_token, ["POST"], limit=64 * 1024
-        ),
-        route("/organizations/{org}/authentication-token", delete_org_token, ["DELETE"]),
+        route(org_path, org_show, ["GET"]),
+        route(org_path, org_create, ["POST"], limit=limit),
+        route(org_path, org_delete, ["DELETE"]),
         route("/organizations/{org}/team-tokens", list_org_team_tokens, ["GET"]),
-        route("/teams/{team_id}/authentication-token", show_team_token, ["GET"]),
-        route(
-            "/teams/{team_id}/authentication-token", create_team_token, ["POST"], limit=64 * 1024
-        ),
-        route("/teams/{team_id}/authentication-token", delete_team_token, ["DELETE"]),
+        route(team_path, team_show, ["GET"]),
+        route(team_path, team_create, ["POST"], limit=limit),
+        route(team_path, team_delete, ["DELETE"]),
         route("/teams/{team_id}/authentication-tokens", list_team_tokens, ["GET"]),
         route(
             "/teams/{team_id}/authentication-tokens",
             create_described_team_token,
             ["POST"],
-            limit=64 * 1024,
+            limit=limit,
         ),
     ]
+
+
+Handler = Callable[[Call], Response]
+
+
+def _owner_handlers(
+    owner: OwnerTokens, param: str, check: Callable[[Call], None]
+) -> tuple[Handler, Handler, Handler]:
+    """Show, create (replacing the one before) and delete the token of the owner named by
+    path parameter ``param``; ``check`` refuses what the owner kind does not support."""
+
+    def show_token(call: Call) -> Response:
+        check(call)
+        return JsonApiResponse({"data": token_doc(owner.get(call.caller, call.param(param)))})
+
+    def create_token(call: Call) -> Response:
+        check(call)
+        doc = _body(call)
+        issued = owner.create(
+            call.caller, call.param(param), _expiry(doc), source_address=call.source
+        )
+        return _created(issued)
+
+    def delete_token(call: Call) -> Response:
+        check(call)
+        owner.revoke(call.caller, call.param(param), source_address=call.source)
+        return no_content()
+
+    return show_token, create_token, delete_token

@@ -137,13 +137,15 @@ def _reads(target: Target) -> str:
 def require(subject: Subject, permission: str, target: Target, *, doing: str = "") -> None:
     """Raise unless ``subject`` has ``permission`` on ``target``: NotFound when it may not
     even read the target (or asked to read it), Forbidden otherwise. ``doing`` says what was
-    refused in the user's words ("lock", "delete", "change the settings of")."""
+    refused in the user's words ("lock", "delete", "change the settings of"). On the site
+    itself, reads are hidden (404) and other actions refused (403) from non-admins."""
     perms = permissions_on(subject, target)
     if permission in perms:
         return
-    if permission in _READS or _reads(target) not in perms:
-        if isinstance(target, Site):
+    if isinstance(target, Site):  # the site exists for everyone: only its reads are hidden
+        if permission == SITE_READ:
             raise NotFound("there is no such resource, or you are not allowed to see it")
+    elif permission in _READS or _reads(target) not in perms:
         raise NotFound(f"{target.label} not found, or you are not allowed to see it")
     what = f"{doing} {target.label}" if doing else f"do this to {target.label}"
     raise Forbidden(f"you may not {what}: that needs the {permission} permission")

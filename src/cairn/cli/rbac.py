@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import click
 
+from cairn.authz.subject import USER_TYPE
 from cairn.cli.client import CairnClient, CliError, JSONObject, connection_options, open_client
 from cairn.cli.keys import progress, stdout_console
 
@@ -205,7 +206,7 @@ def _members(
     users_: tuple[str, ...],
     add: bool,
 ) -> None:
-    body: JSONObject = {"data": [{"type": "users", "id": u} for u in users_]}
+    body: JSONObject = {"data": [{"type": USER_TYPE, "id": u} for u in users_]}
     with open_client(url, token, data_dir) as client:
         team_id = _team_id(client, org, team)
         path = f"/api/v2/teams/{_q(team_id)}/relationships/users"

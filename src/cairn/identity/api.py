@@ -1,22 +1,27 @@
 """HTTP for the issuer: public discovery and JWKS (raw ASGI, bytes from memory), the admin
-API for keys, and minting tokens for pipelines that run Terraform themselves."""
+API for keys, and minting tokens for pipelines that run Terraform themselves.
+
+``routes(issuer)`` and ``public_routes(issuer)`` take the issuer as the small protocols below
+(``cairn.identity.issuer.Issuer`` in ``app.py``, a fake in tests)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from cairn import authz
 from cairn.audit.log import Actor
+from cairn.authz.subject import Subject
 from cairn.clock import iso8601
-from cairn.errors import BadRequest, Forbidden, Invalid, NotFound
-from cairn.identity.discovery import Document
-from cairn.identity.issuer import Issuer
+from cairn.errors import BadRequest, Forbidden, Invalid
+from cairn.identity.discovery import DISCOVERY_PATH, JWKS_JSON_PATH, JWKS_PATH, Document
+from cairn.identity.issuer import Minted, Place
 from cairn.identity.plan import Plan
 from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import parse_json
@@ -27,11 +32,47 @@ MINT_BODY_LIMIT = 64 * 1024
 _Headers = list[tuple[bytes, bytes]]
 
 
+class Served(Protocol):
+    """The documents the public endpoints serve, as last loaded."""
+
+    @property
+    def discovery_doc(self) -> Document: ...
+    @property
+    def jwks_doc(self) -> Document: ...
+
+
+class Published(Protocol):
+    """What discovery and the JWKS read: the cache, never the database."""
+
+    def cached(self) -> Served | None: ...
+
+
+class IssuerService(Protocol):
+    """What the admin API and the mint route ask of the issuer."""
+
+    def describe(self) -> list[dict[str, Any]]: ...
+    def rotate(self, actor: Actor, *, emergency: bool, force: bool) -> Plan: ...
+    def trim(self, actor: Actor) -> Plan: ...
+    def locate(self, ws_id: str) -> Place | None: ...
+    def mint(
+        self,
+        caller: Subject,
+        ws_id: str,
+        place: Place | None,
+        *,
+        audience: str | list[str],
+        phase: str,
+        ttl: timedelta,
+        run_id: str | None,
+        source_address: str,
+    ) -> Minted: ...
+
+
 class WellKnown:
     """``/.well-known/openid-configuration`` and ``/.well-known/jwks[.json]``: pre-serialised
     bytes, ``ETag`` / ``If-None-Match``, no database access per request."""
 
-    def __init__(self, issuer: Issuer, which: str) -> None:
+    def __init__(self, issuer: Published, which: str) -> None:
         self._issuer = issuer
         self._which = which
         self._built: tuple[Document, _Headers, _Headers] | None = None
@@ -65,7 +106,9 @@ class WellKnown:
         for name, value in scope["headers"]:
             if name == b"if-none-match":
                 if doc.matches(value.decode("latin-1")):
-                    await send({"type": "http.response.start", "status": 304, "headers": not_modified})
+                    await send(
+                        {"type": "http.response.start", "status": 304, "headers": not_modified}
+                    )
                     await send({"type": "http.response.body", "body": b""})
                     return
                 break
@@ -73,13 +116,8 @@ class WellKnown:
         await send({"type": "http.response.body", "body": doc.body})
 
 
-def _issuer(call: Call) -> Issuer:
-    return call.ctx.issuer
-
-
 def _actor(call: Call) -> Actor:
-    client = call.request.client
-    return Actor(call.caller.id, call.caller.name, client.host if client else "")
+    return Actor(call.caller.id, call.caller.name, call.source)
 
 
 def _plan_doc(plan: Plan) -> dict[str, Any]:
@@ -91,17 +129,8 @@ def _plan_doc(plan: Plan) -> dict[str, Any]:
     }
 
 
-def list_keys(call: Call) -> Response:
-    if not call.caller.is_site_admin:
-        raise NotFound("there is no such resource, or you are not allowed to see it")
-    keys = _issuer(call).describe()
-    return JSONResponse({"data": keys})
-
-
-def rotate_keys(call: Call) -> Response:
-    if not call.caller.is_site_admin:
-        raise Forbidden("only a site admin may rotate signing keys")
-    raw = call.raw
+def parse_rotation(raw: bytes) -> tuple[bool, bool]:
+    """Check the body of a rotation request: (emergency, force)."""
     body = parse_json(raw) if raw.strip() else {}
     if not isinstance(body, dict):
         raise BadRequest('the body must be a JSON object like {"mode": "graceful"}')
@@ -111,17 +140,14 @@ def rotate_keys(call: Call) -> Response:
         raise Invalid("mode must be 'graceful' or 'emergency'", pointer="/mode")
     if not isinstance(force, bool):
         raise Invalid("force must be true or false", pointer="/force")
-    plan = _issuer(call).rotate(_actor(call), emergency=mode == "emergency", force=force)
-    keys = _issuer(call).describe()
-    return JSONResponse({"data": {"rotation": _plan_doc(plan), "keys": keys}})
+    return mode == "emergency", force
 
 
-def trim_keys(call: Call) -> Response:
-    if not call.caller.is_site_admin:
-        raise Forbidden("only a site admin may trim signing keys")
-    plan = _issuer(call).trim(_actor(call))
-    keys = _issuer(call).describe()
-    return JSONResponse({"data": {"trim": _plan_doc(plan), "keys": keys}})
+def _require_site_manager(call: Call, doing: str) -> None:
+    """Site admins only, refused with 403: a caller who may not manage the keys is still told
+    the action exists (the key list itself answers 404, like every admin resource)."""
+    if not authz.allowed(call.caller, authz.SITE_MANAGE, authz.SITE):
+        raise Forbidden(f"only a site admin may {doing}")
 
 
 @dataclass(frozen=True)
@@ -166,51 +192,54 @@ def parse_mint_request(raw: bytes) -> MintRequest:
     return MintRequest(audience_value, phase, timedelta(seconds=ttl), run_id)
 
 
-def mint_id_token(call: Call) -> Response:
-    """The hot path (pipelines mint for every plan and apply): one job on the audited lane
-    authenticates the caller, reads the workspace in the same transaction, signs, and stages
-    the audit event, which commits with those of concurrent mints before the token is
-    answered. The order of the answers is that of any other endpoint: no token (401), bad
-    token (401), body (413/400/422), workspace (404/403), then the mint."""
-    request = parse_mint_request(call.raw)
-    issuer = _issuer(call)
-    ws_id = call.param("workspace_id")
-    with call.pipeline.db.read_transaction() as conn:  # the job's own transaction
-        place = issuer.locate(conn, ws_id)
-    minted = issuer.mint(
-        call.caller,
-        ws_id,
-        place,
-        audience=request.audience,
-        phase=request.phase,
-        ttl=request.ttl,
-        run_id=request.run_id,
-        source_address=call.source,
-    )
-    return JSONResponse(
-        {
-            "token": minted.token,
-            "expires_at": iso8601(minted.expires_at),
-            "run_id": minted.run_id,
-            "jti": minted.jti,
-            "kid": minted.kid,
-        },
-        status_code=201,
-        headers={"Cache-Control": "no-store"},
-    )
+def routes(issuer: IssuerService) -> list[Route]:
+    """The issuer's admin API and the mint route, mounted under ``/api/cairn/v1``."""
 
+    def list_keys(call: Call) -> Response:
+        authz.require(call.caller, authz.SITE_READ, authz.SITE, doing="list the signing keys of")
+        return JSONResponse({"data": issuer.describe()})
 
-def public_routes(issuer: Issuer) -> list[Route]:
-    from cairn.identity.discovery import DISCOVERY_PATH, JWKS_JSON_PATH, JWKS_PATH
+    def rotate_keys(call: Call) -> Response:
+        _require_site_manager(call, "rotate signing keys")
+        emergency, force = parse_rotation(call.raw)
+        plan = issuer.rotate(_actor(call), emergency=emergency, force=force)
+        return JSONResponse({"data": {"rotation": _plan_doc(plan), "keys": issuer.describe()}})
 
-    return [
-        Route(DISCOVERY_PATH, WellKnown(issuer, "discovery"), methods=["GET", "HEAD"]),
-        Route(JWKS_PATH, WellKnown(issuer, "jwks"), methods=["GET", "HEAD"]),
-        Route(JWKS_JSON_PATH, WellKnown(issuer, "jwks"), methods=["GET", "HEAD"]),
-    ]
+    def trim_keys(call: Call) -> Response:
+        _require_site_manager(call, "trim signing keys")
+        plan = issuer.trim(_actor(call))
+        return JSONResponse({"data": {"trim": _plan_doc(plan), "keys": issuer.describe()}})
 
+    def mint_id_token(call: Call) -> Response:
+        """The hot path (pipelines mint for every plan and apply): one job on the audited
+        lane authenticates the caller, reads the workspace in the same transaction, signs,
+        and stages the audit event, which commits with those of concurrent mints before the
+        token is answered. The order of the answers is that of any other endpoint: no token
+        (401), bad token (401), body (413/400/422), workspace (404/403), then the mint."""
+        request = parse_mint_request(call.raw)
+        ws_id = call.param("workspace_id")
+        minted = issuer.mint(
+            call.caller,
+            ws_id,
+            issuer.locate(ws_id),  # in the job's transaction
+            audience=request.audience,
+            phase=request.phase,
+            ttl=request.ttl,
+            run_id=request.run_id,
+            source_address=call.source,
+        )
+        return JSONResponse(
+            {
+                "token": minted.token,
+                "expires_at": iso8601(minted.expires_at),
+                "run_id": minted.run_id,
+                "jti": minted.jti,
+                "kid": minted.kid,
+            },
+            status_code=201,
+            headers={"Cache-Control": "no-store"},
+        )
 
-def cairn_routes() -> list[Route]:
     return [
         route("/admin/oidc/keys", list_keys, ["GET"]),
         route("/admin/oidc/keys/rotate", rotate_keys, ["POST"], limit=64 * 1024),
@@ -222,4 +251,13 @@ def cairn_routes() -> list[Route]:
             executor="audited",
             limit=MINT_BODY_LIMIT,
         ),
+    ]
+
+
+def public_routes(issuer: Published) -> list[Route]:
+    """Discovery and the JWKS, at the site root (raw ASGI: bytes from memory)."""
+    return [
+        Route(DISCOVERY_PATH, WellKnown(issuer, "discovery"), methods=["GET", "HEAD"]),
+        Route(JWKS_PATH, WellKnown(issuer, "jwks"), methods=["GET", "HEAD"]),
+        Route(JWKS_JSON_PATH, WellKnown(issuer, "jwks"), methods=["GET", "HEAD"]),
     ]

@@ -2,7 +2,8 @@
 
 It keeps, in memory, everything the public endpoints serve (the discovery document and the
 JWKS, as bytes) and the opened active key. The cache is dropped when PostgreSQL notifies a
-rotation, and rebuilt at least every ``cache_ttl`` (the backstop when the listener is down)
+rotation (``follow``: the channel ``cairn_oidc_keys`` on the process's ``cairn.db.notify``
+listener), and rebuilt at least every ``cache_ttl`` (the backstop when the listener is down)
 and whenever a retired key's publication window ends. Requests never wait for the database
 to serve discovery or the JWKS: a refresh that fails keeps the last good documents.
 """
@@ -25,15 +26,15 @@ from cairn.authz.subject import Subject
 from cairn.clock import Clock
 from cairn.db.base import table_of
 from cairn.db.engine import Database
-from cairn.errors import Conflict, Forbidden, Invalid, NotFound, SealError, Unavailable
+from cairn.db.notify import Subscriptions
+from cairn.errors import Conflict, Invalid, NotFound, SealError, Unavailable
 from cairn.identity import discovery, lifecycle, tokens
 from cairn.identity.errors import KeyMaterialError, KeySetCorrupt, RotationConflict
 from cairn.identity.keys import SigningKey
 from cairn.identity.plan import Plan
-from cairn.identity.store import SqlKeyStore
+from cairn.identity.store import NOTIFY_CHANNEL, SqlKeyStore
 from cairn.organizations.model import Organization, Project
 from cairn.workspaces.model import Workspace
-from cairn.workspaces.service import workspace_not_found
 
 log = logging.getLogger("cairn.identity")
 _RUN_ID = re.compile(r"^run-[A-Za-z0-9]{1,40}$")
@@ -64,6 +65,13 @@ class Place(NamedTuple):
     workspace_name: str
     project_id: str | None
     project_name: str | None
+
+    @property
+    def target(self) -> authz.Ws:
+        """The workspace as the target of an access check."""
+        return authz.Ws(
+            self.organization_id, self.organization_name, self.workspace_id, self.workspace_name
+        )
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,15 @@ class Issuer:
             self._snap = snap
         return snap
 
+    def follow(self, subscriptions: Subscriptions) -> None:
+        """Drop the cache whenever another replica notifies a rotation, and when the
+        listening connection is (re)opened (a notification may have been missed)."""
+        subscriptions.subscribe(
+            NOTIFY_CHANNEL,
+            lambda payload: self.invalidate(f"notified by another replica ({payload})"),
+            on_connect=lambda: self.invalidate("listener (re)connected"),
+        )
+
     def invalidate(self, reason: str = "") -> None:
         """Drop the cached documents and signer (on NOTIFY, or after a local rotation)."""
         with self._lock:
@@ -177,13 +194,25 @@ class Issuer:
         snap = self._snap
         return snap is None or snap.stale_at <= self._clock.now()
 
+    def refresh_if_stale(self) -> None:
+        """The refresher's step (a background job): rebuild the documents when they are stale
+        (TTL, notification, a retired key leaving the JWKS). A failed refresh raises and the
+        last good documents stay served."""
+        if self.needs_refresh():
+            self.refresh()
+
     # ---- minting ----------------------------------------------------------------------------
 
+    def locate(self, ws_id: str) -> Place | None:
+        """The workspace a token is asked for, read in the unit of work in progress (on the
+        mint route, the job's transaction that authenticated the caller); None when there is
+        no such workspace. No access check: ``mint`` does it."""
+        with self._db.read_transaction() as conn:
+            return self.locate_in(conn, ws_id)
+
     @staticmethod
-    def locate(conn: Connection, ws_id: str) -> Place | None:
-        """The workspace a token is asked for, read in the caller's transaction (the one that
-        authenticated the caller); None when there is no such workspace. No access check:
-        ``mint`` does it."""
+    def locate_in(conn: Connection, ws_id: str) -> Place | None:
+        """``locate`` in the transaction of ``conn``."""
         row = conn.execute(_PLACE, {"ws_id": ws_id}).first()
         return None if row is None else Place(*row)
 
@@ -203,19 +232,13 @@ class Issuer:
         event is recorded in the unit of work in progress; on the audited lane (the mint
         route's executor) it is committed with those of concurrent mints before the token is
         answered."""
-        if place is None or not authz.can(
-            caller, WORKSPACE_READ, place.organization_id, place.workspace_name, place.workspace_id
-        ):
-            raise workspace_not_found(ws_id)
-        needed = RUN_PLAN if phase == "plan" else RUN_APPLY
-        if phase in ("plan", "apply") and not authz.can(
-            caller, needed, place.organization_id, place.workspace_name, place.workspace_id
-        ):
-            raise Forbidden(
-                f"minting a {phase} token for {place.organization_name}/{place.workspace_name} "
-                f"needs the right to {'queue plans' if phase == 'plan' else 'apply'} on that "
-                "workspace"
-            )
+        # Not found and not readable answer alike, and name the ID asked for: the target's
+        # label (its organization and name) is only for those who may read it.
+        if place is None or not authz.allowed(caller, WORKSPACE_READ, target := place.target):
+            raise authz.not_found("workspace", repr(ws_id))
+        if phase in ("plan", "apply"):  # else workload_claims refuses the phase below
+            needed = RUN_PLAN if phase == "plan" else RUN_APPLY
+            authz.require(caller, needed, target, doing=f"mint a {phase} token for")
         if place.project_id is None or place.project_name is None:
             raise NotFound("the workspace's project no longer exists")
         if run_id is not None and not _RUN_ID.fullmatch(run_id):

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,7 @@ from cairn import ids
 from cairn.audit.log import Actor, record
 from cairn.crypto import Keyring
 from cairn.db.engine import Database, affected
+from cairn.db.notify import notify
 from cairn.identity import keys as k
 from cairn.identity.errors import KeySetCorrupt, RotationConflict
 from cairn.identity.model import OidcSigningKey
@@ -95,10 +96,9 @@ class SqlKeyStore:
                         subject=line,
                         forced=plan.forced,
                     )
-                if s.get_bind().dialect.name == "postgresql":
-                    # Delivered to every replica's LISTEN connection only if this commits.
-                    kid = next((g.kid for n, g in made if n.state == "active"), "")
-                    s.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": kid})
+                # Delivered to every replica's listener (PostgreSQL) only if this commits.
+                kid = next((g.kid for n, g in made if n.state == "active"), "")
+                notify(s, NOTIFY_CHANNEL, kid)
                 s.commit()
             except IntegrityError:
                 raise RotationConflict(

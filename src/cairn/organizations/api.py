@@ -2,130 +2,146 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cairn.authz.subject import Subject
 from cairn.organizations import wire
+from cairn.organizations.model import Organization, Project
 from cairn.organizations.service import OrgUpdate, check_execution_mode
+from cairn.paging import Page
 from cairn.tfeapi.http import Call, no_content, route
-from cairn.tfeapi.jsonapi import JsonApiResponse, page_from, pagination_meta, query
+from cairn.tfeapi.jsonapi import Document, JsonApiResponse, page_from, pagination_meta, query
 
 
-def create_organization(call: Call) -> Response:
-    doc = call.document("organizations")
-    name = doc.string("name", required=True, max_len=100) or ""
-    email = doc.string("email", max_len=255) or ""
+class Organizations(Protocol):
+    """What the handlers need (``OrganizationService``)."""
+
+    def create(
+        self, caller: Subject, name: str, email: str, default_mode: str | None
+    ) -> Organization: ...
+    def list_organizations(
+        self, caller: Subject, page: Page, query: str | None
+    ) -> tuple[list[Organization], int]: ...
+    def get(self, caller: Subject, name: str) -> Organization: ...
+    def update(self, caller: Subject, name: str, change: OrgUpdate) -> Organization: ...
+    def delete(self, caller: Subject, name: str) -> None: ...
+    def default_project_id(self, org_id: str) -> str | None: ...
+    def list_projects(
+        self, caller: Subject, org_name: str, page: Page, names: list[str] | None, q: str | None
+    ) -> tuple[Organization, list[Project], int]: ...
+    def create_project(
+        self, caller: Subject, org_name: str, name: str, description: str
+    ) -> tuple[Organization, Project]: ...
+    def get_project(self, caller: Subject, project_id: str) -> tuple[Organization, Project]: ...
+    def update_project(
+        self, caller: Subject, project_id: str, name: str | None, description: str | None
+    ) -> tuple[Organization, Project]: ...
+    def delete_project(self, caller: Subject, project_id: str) -> None: ...
+
+
+def _mode(doc: Document) -> str | None:
     mode = doc.string("default-execution-mode")
     if mode is not None:
         check_execution_mode(mode, "/data/attributes/default-execution-mode")
-    org = call.ctx.organizations.create(call.caller, name, email, mode)
-    prj = call.ctx.organizations.default_project_id(org.id)
-    return JsonApiResponse({"data": wire.organization(org, call.caller, prj)}, status_code=201)
+    return mode
 
 
-def list_organizations(call: Call) -> Response:
-    page = page_from(call.request)
-    orgs, total = call.ctx.organizations.list_organizations(
-        call.caller, page, query(call.request, "q")
-    )
-    data = [wire.organization(o, call.caller) for o in orgs]
-    return JsonApiResponse({"data": data, "meta": pagination_meta(page, total)})
+class Handlers:
+    def __init__(self, orgs: Organizations) -> None:
+        self.orgs = orgs
+
+    def create_organization(self, call: Call) -> Response:
+        doc = call.document("organizations")
+        name = doc.string("name", required=True, max_len=100) or ""
+        email = doc.string("email", max_len=255) or ""
+        org = self.orgs.create(call.caller, name, email, _mode(doc))
+        prj = self.orgs.default_project_id(org.id)
+        return JsonApiResponse({"data": wire.organization(org, call.caller, prj)}, status_code=201)
+
+    def list_organizations(self, call: Call) -> Response:
+        page = page_from(call.request)
+        orgs, total = self.orgs.list_organizations(call.caller, page, query(call.request, "q"))
+        data = [wire.organization(o, call.caller) for o in orgs]
+        return JsonApiResponse({"data": data, "meta": pagination_meta(page, total)})
+
+    def show_organization(self, call: Call) -> Response:
+        org = self.orgs.get(call.caller, call.param("org"))
+        prj = self.orgs.default_project_id(org.id)
+        return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
+
+    def update_organization(self, call: Call) -> Response:
+        doc = call.document("organizations")
+        mode = _mode(doc)
+        change = OrgUpdate(
+            name=doc.string("name", max_len=100),
+            email=doc.string("email", max_len=255),
+            default_execution_mode=mode,
+        )
+        org = self.orgs.update(call.caller, call.param("org"), change)
+        prj = self.orgs.default_project_id(org.id)
+        return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
+
+    def delete_organization(self, call: Call) -> Response:
+        self.orgs.delete(call.caller, call.param("org"))
+        return no_content()
+
+    def entitlement_set(self, call: Call) -> Response:
+        org = self.orgs.get(call.caller, call.param("org"))
+        return JsonApiResponse({"data": wire.entitlement_set(org)})
+
+    def list_projects(self, call: Call) -> Response:
+        page = page_from(call.request)
+        names_param = query(call.request, "filter[names]")
+        names = [n for n in names_param.split(",") if n] if names_param else None
+        org, rows, total = self.orgs.list_projects(
+            call.caller, call.param("org"), page, names, query(call.request, "q")
+        )
+        return JsonApiResponse(
+            {
+                "data": [wire.project(org, p, call.caller) for p in rows],
+                "meta": pagination_meta(page, total),
+            }
+        )
+
+    def create_project(self, call: Call) -> Response:
+        doc = call.document("projects")
+        name = doc.string("name", required=True, max_len=40) or ""
+        org, prj = self.orgs.create_project(
+            call.caller, call.param("org"), name, doc.string("description") or ""
+        )
+        return JsonApiResponse({"data": wire.project(org, prj, call.caller)}, status_code=201)
+
+    def show_project(self, call: Call) -> Response:
+        org, prj = self.orgs.get_project(call.caller, call.param("id"))
+        return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
+
+    def update_project(self, call: Call) -> Response:
+        doc = call.document("projects")
+        org, prj = self.orgs.update_project(
+            call.caller, call.param("id"), doc.string("name", max_len=40), doc.string("description")
+        )
+        return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
+
+    def delete_project(self, call: Call) -> Response:
+        self.orgs.delete_project(call.caller, call.param("id"))
+        return no_content()
 
 
-def show_organization(call: Call) -> Response:
-    org = call.ctx.organizations.get(call.caller, call.param("org"))
-    prj = call.ctx.organizations.default_project_id(org.id)
-    return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
-
-
-def update_organization(call: Call) -> Response:
-    doc = call.document("organizations")
-    mode = doc.string("default-execution-mode")
-    if mode is not None:
-        check_execution_mode(mode, "/data/attributes/default-execution-mode")
-    change = OrgUpdate(
-        name=doc.string("name", max_len=100),
-        email=doc.string("email", max_len=255),
-        default_execution_mode=mode,
-    )
-    org = call.ctx.organizations.update(call.caller, call.param("org"), change)
-    prj = call.ctx.organizations.default_project_id(org.id)
-    return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
-
-
-def delete_organization(call: Call) -> Response:
-    call.ctx.organizations.delete(call.caller, call.param("org"))
-    return no_content()
-
-
-def entitlement_set(call: Call) -> Response:
-    org = call.ctx.organizations.get(call.caller, call.param("org"))
-    return JsonApiResponse({"data": wire.entitlement_set(org)})
-
-
-def list_projects(call: Call) -> Response:
-    page = page_from(call.request)
-    names_param = query(call.request, "filter[names]")
-    names = [n for n in names_param.split(",") if n] if names_param else None
-    org, rows, total = call.ctx.organizations.list_projects(
-        call.caller,
-        call.param("org"),
-        page,
-        names,
-        query(call.request, "q"),
-    )
-    return JsonApiResponse(
-        {
-            "data": [wire.project(org, p, call.caller) for p in rows],
-            "meta": pagination_meta(page, total),
-        }
-    )
-
-
-def create_project(call: Call) -> Response:
-    doc = call.document("projects")
-    name = doc.string("name", required=True, max_len=40) or ""
-    org, prj = call.ctx.organizations.create_project(
-        call.caller,
-        call.param("org"),
-        name,
-        doc.string("description") or "",
-    )
-    return JsonApiResponse({"data": wire.project(org, prj, call.caller)}, status_code=201)
-
-
-def show_project(call: Call) -> Response:
-    org, prj = call.ctx.organizations.get_project(call.caller, call.param("id"))
-    return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
-
-
-def update_project(call: Call) -> Response:
-    doc = call.document("projects")
-    org, prj = call.ctx.organizations.update_project(
-        call.caller,
-        call.param("id"),
-        doc.string("name", max_len=40),
-        doc.string("description"),
-    )
-    return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
-
-
-def delete_project(call: Call) -> Response:
-    call.ctx.organizations.delete_project(call.caller, call.param("id"))
-    return no_content()
-
-
-def routes() -> list[Route]:
+def routes(service: Organizations) -> list[Route]:
+    h = Handlers(service)
     return [
-        route("/organizations", list_organizations, ["GET"]),
-        route("/organizations", create_organization, ["POST"]),
-        route("/organizations/{org}", show_organization, ["GET"]),
-        route("/organizations/{org}", update_organization, ["PATCH"]),
-        route("/organizations/{org}", delete_organization, ["DELETE"]),
-        route("/organizations/{org}/entitlement-set", entitlement_set, ["GET"]),
-        route("/organizations/{org}/projects", list_projects, ["GET"]),
-        route("/organizations/{org}/projects", create_project, ["POST"]),
-        route("/projects/{id}", show_project, ["GET"]),
-        route("/projects/{id}", update_project, ["PATCH"]),
-        route("/projects/{id}", delete_project, ["DELETE"]),
+        route("/organizations", h.list_organizations, ["GET"]),
+        route("/organizations", h.create_organization, ["POST"]),
+        route("/organizations/{org}", h.show_organization, ["GET"]),
+        route("/organizations/{org}", h.update_organization, ["PATCH"]),
+        route("/organizations/{org}", h.delete_organization, ["DELETE"]),
+        route("/organizations/{org}/entitlement-set", h.entitlement_set, ["GET"]),
+        route("/organizations/{org}/projects", h.list_projects, ["GET"]),
+        route("/organizations/{org}/projects", h.create_project, ["POST"]),
+        route("/projects/{id}", h.show_project, ["GET"]),
+        route("/projects/{id}", h.update_project, ["PATCH"]),
+        route("/projects/{id}", h.delete_project, ["DELETE"]),
     ]

@@ -14,7 +14,7 @@ from cairn.organizations.model import Organization, Project
 def organization(
     org: Organization, caller: Subject, default_project_id: str | None = None
 ) -> dict[str, Any]:
-    manage = authz.can(caller, ORG_MANAGE, org.id)
+    manage = authz.allowed(caller, ORG_MANAGE, authz.Org(org.id, org.name))
     doc: dict[str, Any] = {
         "id": org.name,
         "type": "organizations",
@@ -103,7 +103,7 @@ def entitlement_set(org: Organization) -> dict[str, Any]:
 
 
 def project(org: Organization, prj: Project, caller: Subject) -> dict[str, Any]:
-    manage = authz.can(caller, ORG_MANAGE, org.id)
+    manage = authz.allowed(caller, ORG_MANAGE, authz.Org(org.id, org.name))
     return {
         "id": prj.id,
         "type": "projects",

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from cairn.authz.subject import USER_TYPE
 from cairn.clock import iso8601
-from cairn.state.model import StateVersionOutput
-from cairn.state.service import StateService, VersionView
+from cairn.state.model import StateVersion, StateVersionOutput
+from cairn.state.store import VersionView
+
+UploadToken = Callable[[StateVersion, str], str | None]
+"""``(version, kind)`` → the signed segment of its upload URL, or None (``HostedUploads.token``)."""
 
 
-def state_version(v: VersionView, base_url: str, states: StateService) -> dict[str, Any]:
+def state_version(v: VersionView, base_url: str, upload_token: UploadToken) -> dict[str, Any]:
     sv = v.sv
     finalized = sv.status == "finalized"
     api = f"{base_url}/api/v2/state-versions/{sv.id}"
-    upload = states.upload_token(sv, "state")
-    json_upload = states.upload_token(sv, "json")
+    upload = upload_token(sv, "state")
+    json_upload = upload_token(sv, "json")
     return {
         "id": sv.id,
         "type": "state-versions",
@@ -48,7 +53,7 @@ def state_version(v: VersionView, base_url: str, states: StateService) -> dict[s
         "relationships": {
             "run": {"data": None},
             "created-by": {
-                "data": {"id": sv.created_by_id, "type": "users"} if sv.created_by_id else None
+                "data": {"id": sv.created_by_id, "type": USER_TYPE} if sv.created_by_id else None
             },
             "workspace": {"data": {"id": v.ws.id, "type": "workspaces"}},
             "outputs": {"data": [{"id": o.id, "type": "state-version-outputs"} for o in v.outputs]},

@@ -1,31 +1,33 @@
 """Service discovery (``/.well-known/terraform.json``), ping and the message of the day.
 
 The discovery document is serialised once at start and served as bytes: it is fetched by
-every Terraform command and needs no per-request work.
+every Terraform command and needs no per-request work. The services of domains (``login.v1``
+from ``cairn.auth.login``) are passed in by ``app.py``: the transport imports no domain.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from cairn.auth.login import login_service
-
 API_VERSION = "2.6"  # ≥2.5 for the cloud block, ≥2.4 for -refresh=false/-replace (reference §6)
 RATE_LIMIT = "30"  # ≥4, or go-tfe's limiter gets burst 0 and every call fails (reference §0.3)
 
 
-def discovery_document() -> bytes:
-    doc = {
+def discovery_document(services: Mapping[str, object] | None = None) -> bytes:
+    """The ``/.well-known/terraform.json`` bytes: the TFE API's services, plus ``services``
+    (e.g. ``{"login.v1": …}``)."""
+    doc: dict[str, object] = {
         "tfe.v2": "/api/v2/",
         "tfe.v2.1": "/api/v2/",
         "tfe.v2.2": "/api/v2/",
         "state.v2": "/api/v2/",
         "motd.v1": "/api/terraform/motd",
-        "login.v1": login_service(),
+        **(services or {}),
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 

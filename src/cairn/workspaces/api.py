@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cairn.authz.subject import Subject
 from cairn.errors import BadRequest, Invalid
 from cairn.organizations.service import check_execution_mode
+from cairn.paging import Page
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import (
     Document,
@@ -18,7 +23,49 @@ from cairn.tfeapi.jsonapi import (
     query,
 )
 from cairn.workspaces import wire
-from cairn.workspaces.service import _SORTS, ListFilter, WorkspaceSettings
+from cairn.workspaces.model import Tag
+from cairn.workspaces.service import WorkspaceSettings
+from cairn.workspaces.store import SORTS, ListFilter, WorkspaceView
+
+
+class Workspaces(Protocol):
+    """What the handlers need of ``WorkspaceService``."""
+
+    def create(
+        self, caller: Subject, org_name: str, change: WorkspaceSettings
+    ) -> WorkspaceView: ...
+    def search(
+        self, caller: Subject, org_name: str, flt: ListFilter, page: Page
+    ) -> tuple[list[WorkspaceView], int]: ...
+    def resolve(self, caller: Subject, org_name: str | None, name_or_id: str) -> str: ...
+    def get(self, caller: Subject, ws_id: str) -> WorkspaceView: ...
+    def get_by_name(self, caller: Subject, org_name: str, name: str) -> WorkspaceView: ...
+    def update(self, caller: Subject, ws_id: str, change: WorkspaceSettings) -> WorkspaceView: ...
+    def delete(self, caller: Subject, ws_id: str, *, safe: bool) -> None: ...
+
+
+class Locks(Protocol):
+    """What the handlers need of ``LockService``."""
+
+    def lock(self, caller: Subject, ws_id: str, reason: str, source: str) -> WorkspaceView: ...
+    def unlock(self, caller: Subject, ws_id: str, source: str) -> WorkspaceView: ...
+    def force_unlock(self, caller: Subject, ws_id: str, source: str) -> WorkspaceView: ...
+
+
+class Tags(Protocol):
+    """What the handlers need of ``TagService``."""
+
+    def add_tags(self, caller: Subject, ws_id: str, names: list[str]) -> None: ...
+    def remove_tags(
+        self, caller: Subject, ws_id: str, names: list[str], tag_ids: list[str]
+    ) -> None: ...
+    def workspace_tags(self, caller: Subject, ws_id: str, page: Page) -> tuple[list[Tag], int]: ...
+    def organization_tags(
+        self, caller: Subject, org_name: str, page: Page, q: str | None
+    ) -> tuple[list[tuple[Tag, int]], int]: ...
+    def delete_organization_tags(
+        self, caller: Subject, org_name: str, tag_ids: list[str]
+    ) -> None: ...
 
 
 def _split(value: str | None) -> list[str]:
@@ -74,90 +121,16 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
     )
 
 
-def create_workspace(call: Call) -> Response:
-    doc = call.document("workspaces")
-    view = call.ctx.workspaces.create(call.caller, call.param("org"), _settings(doc, creating=True))
-    return JsonApiResponse({"data": wire.workspace(view)}, status_code=201)
-
-
-def list_workspaces(call: Call) -> Response:
-    r = call.request
-    page = page_from(r)
-    sort = query(r, "sort") or "name"
-    if sort not in _SORTS:
-        raise BadRequest(f"sort must be one of {', '.join(_SORTS)}", parameter="sort")
-    flt = ListFilter(
-        name=query(r, "search[name]"),
-        wildcard=query(r, "search[wildcard-name]"),
-        tags=_split(query(r, "search[tags]")),
-        exclude_tags=_split(query(r, "search[exclude-tags]")),
-        project_id=query(r, "filter[project][id]"),
-        sort=sort,
-    )
-    views, total = call.ctx.workspaces.search(call.caller, call.param("org"), flt, page)
-    return JsonApiResponse(
-        {"data": [wire.workspace(v) for v in views], "meta": pagination_meta(page, total)}
-    )
-
-
-def _ws_id(call: Call) -> str:
-    if "org" in call.request.path_params:
-        return call.ctx.workspaces.resolve(call.caller, call.param("org"), call.param("name"))
-    return call.param("id")
-
-
-def show_workspace(call: Call) -> Response:
-    if "org" in call.request.path_params:
-        view = call.ctx.workspaces.get_by_name(call.caller, call.param("org"), call.param("name"))
-    else:
-        view = call.ctx.workspaces.get(call.caller, call.param("id"))
-    return JsonApiResponse({"data": wire.workspace(view)})
-
-
-def update_workspace(call: Call) -> Response:
-    doc = call.document("workspaces")
-    ws_id = _ws_id(call)
-    view = call.ctx.workspaces.update(call.caller, ws_id, _settings(doc, creating=False))
-    return JsonApiResponse({"data": wire.workspace(view)})
-
-
-def delete_workspace(call: Call) -> Response:
-    ws_id = _ws_id(call)
-    call.ctx.workspaces.delete(call.caller, ws_id, safe=False)
-    return no_content()
-
-
-def safe_delete_workspace(call: Call) -> Response:
-    ws_id = _ws_id(call)
-    # The decision needs the resource count of the current state: count it now if pending.
-    call.ctx.states.process_current(ws_id)
-    call.ctx.workspaces.delete(call.caller, ws_id, safe=True)
-    return no_content()
-
-
-def lock(call: Call) -> Response:
-    raw = call.raw
-    reason = ""
-    if raw.strip():
-        body = parse_json(raw)
-        data = body.get("data") if isinstance(body, dict) else None
-        attrs = data.get("attributes") if isinstance(data, dict) else None
-        value = attrs.get("reason") if isinstance(attrs, dict) else None
-        if value is not None and not isinstance(value, str):
-            raise Invalid("attribute 'reason' must be a string", pointer="/data/attributes/reason")
-        reason = value or ""
-    view = call.ctx.workspaces.lock(call.caller, call.param("id"), reason)
-    return JsonApiResponse({"data": wire.workspace(view)})
-
-
-def unlock(call: Call) -> Response:
-    view = call.ctx.workspaces.unlock(call.caller, call.param("id"))
-    return JsonApiResponse({"data": wire.workspace(view)})
-
-
-def force_unlock(call: Call) -> Response:
-    view = call.ctx.workspaces.force_unlock(call.caller, call.param("id"))
-    return JsonApiResponse({"data": wire.workspace(view)})
+def _lock_reason(raw: bytes) -> str:
+    if not raw.strip():
+        return ""
+    body = parse_json(raw)
+    data = body.get("data") if isinstance(body, dict) else None
+    attrs = data.get("attributes") if isinstance(data, dict) else None
+    value = attrs.get("reason") if isinstance(attrs, dict) else None
+    if value is not None and not isinstance(value, str):
+        raise Invalid("attribute 'reason' must be a string", pointer="/data/attributes/reason")
+    return value or ""
 
 
 def _tag_items(raw: bytes) -> tuple[list[str], list[str]]:
@@ -174,68 +147,149 @@ def _tag_items(raw: bytes) -> tuple[list[str], list[str]]:
     return names, ids
 
 
-def list_workspace_tags(call: Call) -> Response:
-    page = page_from(call.request)
-    tags = call.ctx.workspaces.workspace_tags(call.caller, call.param("id"))
-    chosen = tags[page.offset : page.offset + page.size]
-    return JsonApiResponse(
-        {"data": [wire.tag(t) for t in chosen], "meta": pagination_meta(page, len(tags))}
-    )
+class Handlers:
+    def __init__(
+        self,
+        workspaces: Workspaces,
+        locks: Locks,
+        tags: Tags,
+        count_resources: Callable[[str], None],
+    ) -> None:
+        self.workspaces = workspaces
+        self.locks = locks
+        self.tags = tags
+        self.count_resources = count_resources
+
+    def create_workspace(self, call: Call) -> Response:
+        doc = call.document("workspaces")
+        change = _settings(doc, creating=True)
+        view = self.workspaces.create(call.caller, call.param("org"), change)
+        return JsonApiResponse({"data": wire.workspace(view)}, status_code=201)
+
+    def list_workspaces(self, call: Call) -> Response:
+        r = call.request
+        page = page_from(r)
+        sort = query(r, "sort") or "name"
+        if sort not in SORTS:
+            raise BadRequest(f"sort must be one of {', '.join(SORTS)}", parameter="sort")
+        flt = ListFilter(
+            name=query(r, "search[name]"),
+            wildcard=query(r, "search[wildcard-name]"),
+            tags=_split(query(r, "search[tags]")),
+            exclude_tags=_split(query(r, "search[exclude-tags]")),
+            project_id=query(r, "filter[project][id]"),
+            sort=sort,
+        )
+        views, total = self.workspaces.search(call.caller, call.param("org"), flt, page)
+        return JsonApiResponse(
+            {"data": [wire.workspace(v) for v in views], "meta": pagination_meta(page, total)}
+        )
+
+    def _ws_id(self, call: Call) -> str:
+        if "org" in call.request.path_params:
+            return self.workspaces.resolve(call.caller, call.param("org"), call.param("name"))
+        return call.param("id")
+
+    def show_workspace(self, call: Call) -> Response:
+        if "org" in call.request.path_params:
+            view = self.workspaces.get_by_name(call.caller, call.param("org"), call.param("name"))
+        else:
+            view = self.workspaces.get(call.caller, call.param("id"))
+        return JsonApiResponse({"data": wire.workspace(view)})
+
+    def update_workspace(self, call: Call) -> Response:
+        doc = call.document("workspaces")
+        ws_id = self._ws_id(call)
+        view = self.workspaces.update(call.caller, ws_id, _settings(doc, creating=False))
+        return JsonApiResponse({"data": wire.workspace(view)})
+
+    def delete_workspace(self, call: Call) -> Response:
+        self.workspaces.delete(call.caller, self._ws_id(call), safe=False)
+        return no_content()
+
+    def safe_delete_workspace(self, call: Call) -> Response:
+        ws_id = self._ws_id(call)
+        # The decision needs the resource count of the current state: count it now if pending.
+        self.count_resources(ws_id)
+        self.workspaces.delete(call.caller, ws_id, safe=True)
+        return no_content()
+
+    def lock(self, call: Call) -> Response:
+        reason = _lock_reason(call.raw)
+        view = self.locks.lock(call.caller, call.param("id"), reason, call.source)
+        return JsonApiResponse({"data": wire.workspace(view)})
+
+    def unlock(self, call: Call) -> Response:
+        view = self.locks.unlock(call.caller, call.param("id"), call.source)
+        return JsonApiResponse({"data": wire.workspace(view)})
+
+    def force_unlock(self, call: Call) -> Response:
+        view = self.locks.force_unlock(call.caller, call.param("id"), call.source)
+        return JsonApiResponse({"data": wire.workspace(view)})
+
+    def list_workspace_tags(self, call: Call) -> Response:
+        page = page_from(call.request)
+        tags, total = self.tags.workspace_tags(call.caller, call.param("id"), page)
+        return JsonApiResponse(
+            {"data": [wire.tag(t) for t in tags], "meta": pagination_meta(page, total)}
+        )
+
+    def add_workspace_tags(self, call: Call) -> Response:
+        names, ids = _tag_items(call.raw)
+        if ids:
+            raise Invalid("tags are added by name: send attributes.name", pointer="/data")
+        self.tags.add_tags(call.caller, call.param("id"), names)
+        return no_content()
+
+    def remove_workspace_tags(self, call: Call) -> Response:
+        names, ids = _tag_items(call.raw)
+        self.tags.remove_tags(call.caller, call.param("id"), names, ids)
+        return no_content()
+
+    def list_organization_tags(self, call: Call) -> Response:
+        page = page_from(call.request)
+        rows, total = self.tags.organization_tags(
+            call.caller, call.param("org"), page, query(call.request, "q")
+        )
+        return JsonApiResponse(
+            {"data": [wire.tag(t, n) for t, n in rows], "meta": pagination_meta(page, total)}
+        )
+
+    def delete_organization_tags(self, call: Call) -> Response:
+        items = parse_resource_list(call.raw, "tags")
+        ids = [i["id"] for i in items if isinstance(i.get("id"), str)]
+        self.tags.delete_organization_tags(call.caller, call.param("org"), ids)
+        return no_content()
 
 
-def add_workspace_tags(call: Call) -> Response:
-    names, ids = _tag_items(call.raw)
-    if ids:
-        raise Invalid("tags are added by name: send attributes.name", pointer="/data")
-    call.ctx.workspaces.add_tags(call.caller, call.param("id"), names)
-    return no_content()
-
-
-def remove_workspace_tags(call: Call) -> Response:
-    names, ids = _tag_items(call.raw)
-    call.ctx.workspaces.remove_tags(call.caller, call.param("id"), names, ids)
-    return no_content()
-
-
-def list_organization_tags(call: Call) -> Response:
-    page = page_from(call.request)
-    rows, total = call.ctx.workspaces.organization_tags(
-        call.caller,
-        call.param("org"),
-        page,
-        query(call.request, "q"),
-    )
-    return JsonApiResponse(
-        {"data": [wire.tag(t, n) for t, n in rows], "meta": pagination_meta(page, total)}
-    )
-
-
-def delete_organization_tags(call: Call) -> Response:
-    items = parse_resource_list(call.raw, "tags")
-    ids = [i["id"] for i in items if isinstance(i.get("id"), str)]
-    call.ctx.workspaces.delete_organization_tags(call.caller, call.param("org"), ids)
-    return no_content()
-
-
-def routes() -> list[Route]:
+def routes(
+    workspaces: Workspaces,
+    locks: Locks,
+    tags: Tags,
+    *,
+    count_resources: Callable[[str], None],
+) -> list[Route]:
+    """``count_resources(ws_id)``: counts the current state's resources now if that is still
+    pending (state sits above workspaces: it is passed in, not imported)."""
+    h = Handlers(workspaces, locks, tags, count_resources)
     by_name = "/organizations/{org}/workspaces/{name}"
     return [
-        route("/organizations/{org}/workspaces", list_workspaces, ["GET"]),
-        route("/organizations/{org}/workspaces", create_workspace, ["POST"]),
-        route(by_name, show_workspace, ["GET"]),
-        route(by_name, update_workspace, ["PATCH"]),
-        route(by_name, delete_workspace, ["DELETE"]),
-        route(by_name + "/actions/safe-delete", safe_delete_workspace, ["POST"]),
-        route("/workspaces/{id}", show_workspace, ["GET"]),
-        route("/workspaces/{id}", update_workspace, ["PATCH"]),
-        route("/workspaces/{id}", delete_workspace, ["DELETE"]),
-        route("/workspaces/{id}/actions/safe-delete", safe_delete_workspace, ["POST"]),
-        route("/workspaces/{id}/actions/lock", lock, ["POST"]),
-        route("/workspaces/{id}/actions/unlock", unlock, ["POST"]),
-        route("/workspaces/{id}/actions/force-unlock", force_unlock, ["POST"]),
-        route("/workspaces/{id}/relationships/tags", list_workspace_tags, ["GET"]),
-        route("/workspaces/{id}/relationships/tags", add_workspace_tags, ["POST"]),
-        route("/workspaces/{id}/relationships/tags", remove_workspace_tags, ["DELETE"]),
-        route("/organizations/{org}/tags", list_organization_tags, ["GET"]),
-        route("/organizations/{org}/tags", delete_organization_tags, ["DELETE"]),
+        route("/organizations/{org}/workspaces", h.list_workspaces, ["GET"]),
+        route("/organizations/{org}/workspaces", h.create_workspace, ["POST"]),
+        route(by_name, h.show_workspace, ["GET"]),
+        route(by_name, h.update_workspace, ["PATCH"]),
+        route(by_name, h.delete_workspace, ["DELETE"]),
+        route(by_name + "/actions/safe-delete", h.safe_delete_workspace, ["POST"]),
+        route("/workspaces/{id}", h.show_workspace, ["GET"]),
+        route("/workspaces/{id}", h.update_workspace, ["PATCH"]),
+        route("/workspaces/{id}", h.delete_workspace, ["DELETE"]),
+        route("/workspaces/{id}/actions/safe-delete", h.safe_delete_workspace, ["POST"]),
+        route("/workspaces/{id}/actions/lock", h.lock, ["POST"]),
+        route("/workspaces/{id}/actions/unlock", h.unlock, ["POST"]),
+        route("/workspaces/{id}/actions/force-unlock", h.force_unlock, ["POST"]),
+        route("/workspaces/{id}/relationships/tags", h.list_workspace_tags, ["GET"]),
+        route("/workspaces/{id}/relationships/tags", h.add_workspace_tags, ["POST"]),
+        route("/workspaces/{id}/relationships/tags", h.remove_workspace_tags, ["DELETE"]),
+        route("/organizations/{org}/tags", h.list_organization_tags, ["GET"]),
+        route("/organizations/{org}/tags", h.delete_organization_tags, ["DELETE"]),
     ]

@@ -1,18 +1,43 @@
-"""Workspace, Tag and their link table.
+"""Workspace, Tag and their link table, and the lock rules.
 
-The lock lives on the workspace row (``locked_by_id``); taking it is one conditional UPDATE
-(``… WHERE locked_by_id IS NULL``), so of any number of concurrent callers on any number of
-replicas exactly one wins.
+The lock lives on the workspace row (``locked_by_kind`` / ``locked_by_id``: a ``Holder``, a
+user today, a run later). The rules are methods of ``Workspace`` that decide on the row as read
+(``enlock``: only a free lock is taken; ``unlock``: only by its holder, unless forced) and
+return the ``LockChange`` to write; ``workspaces.locks.write_lock`` writes it as one
+conditional UPDATE (``… WHERE`` the lock is still as read), so of any number of concurrent
+callers on any number of replicas exactly one wins, and a lost race changes nothing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ColumnElement, ForeignKey, Integer, String, UniqueConstraint, and_
 from sqlalchemy.orm import Mapped, mapped_column
 
+from cairn.authz.subject import Holder
 from cairn.db.base import Base, UTCDateTime
+
+
+class LockRefused(Exception):
+    """A lock rule refused a change (raised by ``Workspace.enlock`` / ``unlock``). Not an API
+    error: the caller turns it into a Conflict naming the holder. ``why`` is ``"locked"`` (the
+    lock is taken), ``"unlocked"`` (there is no lock), ``"not-holder"`` (someone else holds it).
+    """
+
+    def __init__(self, why: Literal["locked", "unlocked", "not-holder"]) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+@dataclass(frozen=True)
+class LockChange:
+    """A lock transition to write: from ``expected`` (None: free) to ``holder`` (None: free)."""
+
+    expected: Holder | None
+    holder: Holder | None
 
 
 class Workspace(Base):
@@ -34,7 +59,7 @@ class Workspace(Base):
     speculative_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     queue_all_runs: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(32), default="tfe-api")
-    # The lock. kind is the JSON:API type of the holder ("users", later "runs"/"teams").
+    # The lock: its holder's JSON:API type (authz.subject.USER_TYPE, later runs) and ID.
     locked_by_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     locked_by_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_reason: Mapped[str] = mapped_column(String(500), default="")
@@ -47,6 +72,39 @@ class Workspace(Base):
     @property
     def locked(self) -> bool:
         return self.locked_by_id is not None
+
+    @property
+    def holder(self) -> Holder | None:
+        """Who holds the lock, or None."""
+        if self.locked_by_id is None:
+            return None
+        return Holder(self.locked_by_kind or "", self.locked_by_id)
+
+    def held_by(self, holder: Holder) -> bool:
+        return self.holder == holder
+
+    def enlock(self, holder: Holder) -> LockChange:
+        """Rule: a lock is taken only when free (not even again by its holder, as in TFE)."""
+        if self.locked:
+            raise LockRefused("locked")
+        return LockChange(expected=None, holder=holder)
+
+    def unlock(self, holder: Holder, *, force: bool = False) -> LockChange:
+        """Rule: only the holder releases the lock; ``force`` (an admin) releases anyone's."""
+        current = self.holder
+        if current is None:
+            raise LockRefused("unlocked")
+        if not force and current != holder:
+            raise LockRefused("not-holder")
+        return LockChange(expected=current, holder=None)
+
+    @staticmethod
+    def lock_is(holder: Holder | None) -> ColumnElement[bool]:
+        """SQL: the lock is (still) ``holder`` (None: free). What every write that depends on
+        the lock is conditioned on (lock changes, state uploads, deletion)."""
+        if holder is None:
+            return Workspace.locked_by_id.is_(None)
+        return and_(Workspace.locked_by_kind == holder.kind, Workspace.locked_by_id == holder.id)
 
 
 class Tag(Base):

@@ -17,7 +17,7 @@ from cairn.authz.permissions import (
 )
 from cairn.clock import iso8601
 from cairn.workspaces.model import Tag
-from cairn.workspaces.service import WorkspaceView
+from cairn.workspaces.store import WorkspaceView
 
 
 def workspace(v: WorkspaceView) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """``GET /api/cairn/v1/audit-events[/{id}]``: the audit log for site admins.
 
-Others get 404, as for every admin resource (no existence leak). Read-only on purpose: no
+Others get 404, as for every admin resource (no existence leak): ``authz.require`` with
+``SITE_READ`` on ``authz.SITE``. Read-only on purpose: no
 route updates or deletes an event (the methods answer 405).
 
 Filters: ``filter[action]`` (exact, or a prefix ending in ``.`` or ``*``), ``filter[actor]``
@@ -14,22 +15,31 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cairn import authz
 from cairn.audit.model import AuditEvent
-from cairn.audit.service import AuditLog, AuditQuery
+from cairn.audit.service import AuditQuery
 from cairn.clock import iso8601
 from cairn.errors import BadRequest, NotFound
+from cairn.paging import Page
 from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import JsonApiResponse, page_from, pagination_meta, query
 
 TYPE = "audit-events"
 FILTERS = ("action", "actor", "subject", "since", "until", "outcome")
 _HIDDEN = "there is no such resource, or you are not allowed to see it"
+
+
+class AuditReader(Protocol):
+    """What the API reads (``cairn.audit.service.AuditLog``)."""
+
+    def search(self, q: AuditQuery, page: Page) -> tuple[list[AuditEvent], int]: ...
+    def get(self, event_id: str) -> AuditEvent | None: ...
 
 
 def event_doc(event: AuditEvent) -> dict[str, Any]:
@@ -91,31 +101,25 @@ def parse_query(request: Request) -> AuditQuery:
     return q
 
 
-def _admin_only(call: Call) -> None:
-    if not call.caller.is_site_admin:
-        raise NotFound(_HIDDEN)
-
-
-def list_events(call: Call) -> Response:
-    _admin_only(call)
-    q = parse_query(call.request)
-    page = page_from(call.request)
-    rows, total = AuditLog(call.ctx.db).search(q, page)
-    return JsonApiResponse(
-        {"data": [event_doc(e) for e in rows], "meta": pagination_meta(page, total)}
-    )
-
-
-def show_event(call: Call) -> Response:
-    _admin_only(call)
-    event = AuditLog(call.ctx.db).get(call.param("id"))
-    if event is None:
-        raise NotFound(_HIDDEN)
-    return JsonApiResponse({"data": event_doc(event)})
-
-
-def routes() -> list[Route]:
+def routes(log: AuditReader) -> list[Route]:
     """Mounted under ``/api/cairn/v1``."""
+
+    def list_events(call: Call) -> Response:
+        authz.require(call.caller, authz.SITE_READ, authz.SITE, doing="read the audit log of")
+        q = parse_query(call.request)
+        page = page_from(call.request)
+        rows, total = log.search(q, page)
+        return JsonApiResponse(
+            {"data": [event_doc(e) for e in rows], "meta": pagination_meta(page, total)}
+        )
+
+    def show_event(call: Call) -> Response:
+        authz.require(call.caller, authz.SITE_READ, authz.SITE, doing="read the audit log of")
+        event = log.get(call.param("id"))
+        if event is None:
+            raise NotFound(_HIDDEN)
+        return JsonApiResponse({"data": event_doc(event)})
+
     return [
         route("/audit-events", list_events, ["GET"]),
         route("/audit-events/{id}", show_event, ["GET"]),

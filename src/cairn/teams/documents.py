@@ -1,0 +1,98 @@
+"""The documents teams, team-workspace access, grants and user accounts are answered as:
+TFE JSON:API resources (``/api/v2``) and cairn's plain JSON (``/api/cairn/v1``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cairn.auth.model import User
+from cairn.authz.roles import ORG_ACCESS_FLAGS, OWNERS_TEAM
+from cairn.authz.subject import USER_TYPE
+from cairn.clock import iso8601
+from cairn.teams.grants import GrantView
+from cairn.teams.service import TeamView
+
+
+def team_doc(v: TeamView) -> dict[str, Any]:
+    t = v.team
+    manage = v.manage
+    flags = set(filter(None, t.organization_access.split(",")))
+    return {
+        "id": t.id,
+        "type": "teams",
+        "attributes": {
+            "name": t.name,
+            "users-count": len(v.member_ids),
+            "visibility": t.visibility,
+            "sso-team-id": t.idp_group,
+            "allow-member-token-management": True,
+            "organization-access": {flag: flag in flags for flag in ORG_ACCESS_FLAGS},
+            "permissions": {
+                "can-update-membership": manage,
+                "can-destroy": manage and t.name != OWNERS_TEAM,
+                "can-update-organization-access": manage,
+                "can-update-api-token": manage,
+                "can-update-visibility": manage,
+                "can-update-name": manage and t.name != OWNERS_TEAM,
+                "can-update-sso-team-id": manage,
+                "can-update-member-token-management": manage,
+                "can-view-api-token": manage,
+            },
+            "created-at": iso8601(t.created_at),
+        },
+        "relationships": {
+            "organization": {"data": {"id": v.org.name, "type": "organizations"}},
+            "users": {"data": [{"id": u, "type": USER_TYPE} for u in v.member_ids]},
+        },
+        "links": {"self": f"/api/v2/teams/{t.id}"},
+    }
+
+
+def team_workspace_doc(v: GrantView) -> dict[str, Any]:
+    g = v.grant
+    return {
+        "id": g.id,
+        "type": "team-workspaces",
+        "attributes": {
+            "access": g.role,
+            "runs": {"read": "read", "plan": "plan"}.get(g.role, "apply"),
+            "variables": "read" if g.role in ("read", "plan") else "write",
+            "state-versions": "read" if g.role in ("read", "plan") else "write",
+            "workspace-locking": g.role in ("write", "admin"),
+            "run-tasks": False,
+            "sentinel-mocks": "none",
+        },
+        "relationships": {
+            "team": {"data": {"id": g.team_id, "type": "teams"}},
+            "workspace": {"data": {"id": g.workspace_id, "type": "workspaces"}},
+        },
+        "links": {"self": f"/api/v2/team-workspaces/{g.id}"},
+    }
+
+
+def grant_doc(v: GrantView) -> dict[str, Any]:
+    g = v.grant
+    return {
+        "id": g.id,
+        "organization": v.org.name,
+        "role": g.role,
+        "team": v.team_name,
+        "user": v.username,
+        "workspace": v.workspace_name,
+        "workspace-id": g.workspace_id,
+        "workspaces": g.workspace_pattern,
+        "kind": g.kind,
+        "created-at": iso8601(g.created_at),
+    }
+
+
+def user_row_doc(u: User) -> dict[str, Any]:
+    return {
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "site-admin": u.is_site_admin,
+        "service-account": u.is_service_account,
+        "idp-issuer": u.idp_issuer,
+        "last-login-at": iso8601(u.last_login_at),
+    }

@@ -1,0 +1,231 @@
+"""Workspace rows, read and written in the caller's session (its unit of work).
+
+Other domains look workspaces up here (``find``, ``find_by_name``), never through a service.
+Lists are filtered by the authorizer in SQL (``authz.visible``) and paged by the database.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from cairn import authz
+from cairn.auth.model import User
+from cairn.authz.permissions import WORKSPACE_READ
+from cairn.authz.subject import Subject
+from cairn.errors import BadRequest, Conflict, Invalid, NotFound
+from cairn.organizations import store as orgs
+from cairn.organizations.model import Organization, Project
+from cairn.paging import Page
+from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
+
+
+@dataclass
+class WorkspaceView:
+    """A workspace with what its document shows: organization, tags, caller's permissions."""
+
+    ws: Workspace
+    org: Organization
+    project_name: str
+    tags: list[str]
+    permissions: frozenset[str]
+    locked_by_name: str | None = None
+
+
+@dataclass
+class ListFilter:
+    name: str | None = None
+    wildcard: str | None = None
+    tags: list[str] = field(default_factory=list)
+    exclude_tags: list[str] = field(default_factory=list)
+    project_id: str | None = None
+    sort: str = "name"
+
+
+SORTS: dict[str, Any] = {
+    "name": Workspace.name.asc(),
+    "-name": Workspace.name.desc(),
+    "created-at": Workspace.created_at.asc(),
+    "-created-at": Workspace.created_at.desc(),
+    "updated-at": Workspace.updated_at.asc(),
+    "-updated-at": Workspace.updated_at.desc(),
+}
+
+
+def target(org: Organization, ws: Workspace) -> authz.Ws:
+    """The workspace as the authorizer sees it."""
+    return authz.Ws(org.id, org.name, ws.id, ws.name)
+
+
+def workspace_not_found(ws_id: str) -> NotFound:
+    """The answer for a workspace named by ID that does not exist or that the caller may not
+    read (the same, so that existence does not leak; its name is not told either)."""
+    return authz.not_found("workspace", repr(ws_id))
+
+
+def find(s: Session, caller: Subject, ws_id: str) -> tuple[Organization, Workspace]:
+    """A workspace by ID, and its organization, if the caller may read it."""
+    row = s.execute(
+        select(Organization, Workspace)
+        .join(Workspace, Workspace.organization_id == Organization.id)
+        .where(Workspace.id == ws_id)
+    ).first()
+    if row is None or not authz.allowed(caller, WORKSPACE_READ, target(row[0], row[1])):
+        raise workspace_not_found(ws_id)
+    return row[0], row[1]
+
+
+def find_by_name(
+    s: Session, caller: Subject, org_name: str, name: str
+) -> tuple[Organization, Workspace]:
+    """A workspace by organization and name, if the caller may read it."""
+    org = orgs.readable(s, caller, org_name)
+    ws = s.scalar(
+        select(Workspace).where(Workspace.organization_id == org.id, Workspace.name == name)
+    )
+    if ws is None:
+        raise authz.not_found("workspace", f"{org_name}/{name}")
+    authz.require(caller, WORKSPACE_READ, target(org, ws))
+    return org, ws
+
+
+def views(
+    s: Session, caller: Subject, org: Organization, rows: list[Workspace]
+) -> list[WorkspaceView]:
+    """The documents' worth of each workspace: three queries whatever the number of rows."""
+    ws_ids = [w.id for w in rows]
+    tags: dict[str, list[str]] = defaultdict(list)
+    if ws_ids:
+        for ws_id, tag_name in s.execute(
+            select(WorkspaceTag.workspace_id, Tag.name)
+            .join(Tag, Tag.id == WorkspaceTag.tag_id)
+            .where(WorkspaceTag.workspace_id.in_(ws_ids))
+            .order_by(Tag.name)
+        ):
+            tags[ws_id].append(tag_name)
+    project_names = dict(
+        s.execute(select(Project.id, Project.name).where(Project.organization_id == org.id)).all()
+    )
+    lockers = {h.id for w in rows if (h := w.holder) is not None and h.is_user}
+    names = (
+        dict(s.execute(select(User.id, User.username).where(User.id.in_(lockers))).all())
+        if lockers
+        else {}
+    )
+    return [
+        WorkspaceView(
+            ws=w,
+            org=org,
+            project_name=project_names.get(w.project_id, ""),
+            tags=tags[w.id],
+            permissions=authz.permissions(caller, org.id, w.name, w.id),
+            locked_by_name=names.get(w.locked_by_id or ""),
+        )
+        for w in rows
+    ]
+
+
+def view(s: Session, caller: Subject, org: Organization, ws: Workspace) -> WorkspaceView:
+    return views(s, caller, org, [ws])[0]
+
+
+def search(
+    s: Session, caller: Subject, org: Organization, flt: ListFilter, page: Page
+) -> tuple[list[Workspace], int]:
+    """One page of the workspaces of ``org`` the caller may read, and their total: filtered,
+    counted and paged by the database (the authorizer's rule as a WHERE clause)."""
+    stmt = _filtered(select(Workspace), org, flt).where(
+        authz.visible(
+            caller,
+            WORKSPACE_READ,
+            org.id,
+            workspace_id=Workspace.id.expression,
+            workspace_name=Workspace.name.expression,
+            dialect=s.get_bind().dialect.name,
+        )
+    )
+    total = (
+        s.scalar(stmt.with_only_columns(func.count(), maintain_column_froms=True).order_by(None))
+        or 0
+    )
+    rows = s.scalars(
+        stmt.order_by(SORTS[flt.sort], Workspace.id).offset(page.offset).limit(page.size)
+    )
+    return list(rows), total
+
+
+def _filtered(stmt: Select[Any], org: Organization, flt: ListFilter) -> Select[Any]:
+    stmt = stmt.where(Workspace.organization_id == org.id)
+    if flt.name:
+        stmt = stmt.where(Workspace.name.contains(flt.name, autoescape=True))
+    if flt.wildcard:
+        stmt = stmt.where(Workspace.name.like(_wildcard(flt.wildcard), escape="\\"))
+    if flt.project_id:
+        stmt = stmt.where(Workspace.project_id == flt.project_id)
+    for tag in flt.tags:
+        stmt = stmt.where(
+            Workspace.id.in_(
+                select(WorkspaceTag.workspace_id)
+                .join(Tag, Tag.id == WorkspaceTag.tag_id)
+                .where(Tag.organization_id == org.id, Tag.name == tag)
+            )
+        )
+    if flt.exclude_tags:
+        stmt = stmt.where(
+            Workspace.id.not_in(
+                select(WorkspaceTag.workspace_id)
+                .join(Tag, Tag.id == WorkspaceTag.tag_id)
+                .where(Tag.organization_id == org.id, Tag.name.in_(flt.exclude_tags))
+            )
+        )
+    return stmt
+
+
+def _wildcard(pattern: str) -> str:
+    if len(pattern) > 200:
+        raise BadRequest("search[wildcard-name] is too long", parameter="search[wildcard-name]")
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def project_id(s: Session, org: Organization, wanted: str | None) -> str:
+    """The project a workspace goes into: ``wanted`` if it is one of ``org``'s, else the
+    organization's default project when none is named."""
+    if wanted is None:
+        found = orgs.default_project_id(s, org.id)
+        if found is None:
+            raise Conflict(f"organization {org.name!r} has no default project")
+        return found
+    found = s.scalar(
+        select(Project.id).where(Project.organization_id == org.id, Project.id == wanted)
+    )
+    if found is None:
+        raise Invalid(
+            f"project {wanted!r} does not exist in organization {org.name!r}",
+            pointer="/data/relationships/project",
+        )
+    return found
+
+
+def count_locked(s: Session, org_id: str) -> int:
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(Workspace)
+            .where(Workspace.organization_id == org_id, Workspace.locked_by_id.is_not(None))
+        )
+        or 0
+    )
+
+
+def count_in_project(s: Session, project_id: str) -> int:
+    return (
+        s.scalar(
+            select(func.count()).select_from(Workspace).where(Workspace.project_id == project_id)
+        )
+        or 0
+    )
