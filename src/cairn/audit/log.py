@@ -32,16 +32,13 @@ class Actor:
 SYSTEM = Actor(id=None, name="cairn")
 
 # The client address of the request being served (set by the HTTP layer; copied into the
-# worker threads that run services), used when an actor carries none.
+# worker threads that run services), used when an actor carries none. Transitional: callers
+# pass the address in their Actor (``Call.source``); goes once the pipeline stops setting it.
 _source: ContextVar[str] = ContextVar("cairn_audit_source", default="")
 
 
 def set_source(address: str) -> None:
     _source.set(address)
-
-
-def principal_actor(user_id: str, username: str) -> Actor:
-    return Actor(user_id, username, _source.get())
 
 
 def event_row(

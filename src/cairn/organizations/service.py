@@ -56,9 +56,6 @@ class OrganizationService:
         self._clock = clock
         self.hooks = hooks or OrganizationHooks()
 
-    # Transitional alias for callers not yet on ``organizations.store.readable``.
-    readable = staticmethod(store.readable)
-
     def default_project_id(self, org_id: str) -> str | None:
         with self._db.unit_of_work() as s:
             return store.default_project_id(s, org_id)

@@ -9,10 +9,12 @@ from sqlalchemy.orm import Session
 
 from cairn import authz
 from cairn.authz.model import Team
-from cairn.authz.permissions import ORG_MANAGE, ORG_READ, WORKSPACE_READ
+from cairn.authz.permissions import ORG_MANAGE, ORG_READ
 from cairn.authz.subject import Subject
+from cairn.organizations import store as orgs
 from cairn.organizations.model import Organization
 from cairn.teams import store
+from cairn.workspaces import store as workspaces
 from cairn.workspaces.model import Workspace
 
 
@@ -22,11 +24,7 @@ def org_target(org: Organization) -> authz.Org:
 
 def readable_org(s: Session, caller: Subject, name: str) -> Organization:
     """An organization the caller may see (404 otherwise)."""
-    org = store.organization(s, name)
-    if org is None:
-        raise authz.not_found("organization", repr(name))
-    authz.require(caller, ORG_READ, org_target(org))
-    return org
+    return orgs.readable(s, caller, name)
 
 
 def managed_org(s: Session, caller: Subject, name: str) -> Organization:
@@ -77,9 +75,4 @@ def readable_workspace(
     s: Session, caller: Subject, workspace_id: str
 ) -> tuple[Organization, Workspace]:
     """A workspace the caller may read (404 otherwise)."""
-    found = store.workspace(s, workspace_id)
-    if found is not None:
-        org, ws = found
-        if authz.allowed(caller, WORKSPACE_READ, authz.Ws(org.id, org.name, ws.id, ws.name)):
-            return org, ws
-    raise authz.not_found("workspace", repr(workspace_id))
+    return workspaces.find(s, caller, workspace_id)

@@ -22,7 +22,7 @@ from cairn.organizations import store as orgs
 from cairn.paging import Page
 from cairn.workspaces import store, tags
 from cairn.workspaces.model import Workspace
-from cairn.workspaces.store import ListFilter, WorkspaceView, workspace_not_found
+from cairn.workspaces.store import ListFilter, WorkspaceView
 
 __all__ = [
     "MAX_WORKSPACE_NAME",
@@ -30,7 +30,6 @@ __all__ = [
     "WorkspaceService",
     "WorkspaceSettings",
     "WorkspaceView",
-    "workspace_not_found",
 ]
 
 MAX_WORKSPACE_NAME = 90
@@ -77,10 +76,6 @@ class WorkspaceService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-
-    # Transitional aliases for callers not yet on ``workspaces.store``.
-    find = staticmethod(store.find)
-    find_by_name = staticmethod(store.find_by_name)
 
     # ---- lookups ----------------------------------------------------------------------------
 
