@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= $(CURDIR)/.cairn-data
 
-.PHONY: install serve test test-fast lint typecheck check postgres-available clean bench
+.PHONY: install serve test test-fast lint imports typecheck check postgres-available clean bench
 
 install: $(STAMP)
 
@@ -49,7 +49,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-check: lint typecheck test
+# The floors of ARCHITECTURE.md ([tool.importlinter] in pyproject.toml).
+imports: install
+	$(BIN)/lint-imports --no-cache
+
+check: lint imports typecheck test
 
 bench: install
 	$(BIN)/python bench/state.py

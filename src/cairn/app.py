@@ -1,7 +1,9 @@
 """The composition point: settings → database → stores → services → routes.
 
-``build_context`` does everything that may refuse to start (migrations, secret-key check,
-blob store check); ``create_app`` wires HTTP routes around a context.
+The only module that knows every service. ``build_services`` does everything that may refuse
+to start (migrations, secret-key check, blob store check) and builds each service once;
+``create_app`` wires the routes, the request pipeline (with its authenticators), the
+organization hooks and the background jobs around them.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from cairn.auth.token_store import TokenLedger
 from cairn.auth.tokens import TokenService
 from cairn.auth.users import SqlUsers
 from cairn.auth.usertokens import UserTokens
-from cairn.blobs.store import open_blob_store
+from cairn.blobs import open_blob_store
+from cairn.blobs.store import BlobStore
 from cairn.clock import Clock, SystemClock
 from cairn.config import Settings
-from cairn.context import AppContext
 from cairn.crypto import Keyring, load_or_create_secret
 from cairn.db import meta
 from cairn.db.engine import Database, make_engine
@@ -49,7 +51,6 @@ from cairn.identity.keys import as_alg
 from cairn.identity.lifecycle import RotationPolicy
 from cairn.identity.store import SqlKeyStore
 from cairn.migrations.migrate import is_current, upgrade
-from cairn.observe import Metrics, ObserveMiddleware
 from cairn.organizations import api as org_api
 from cairn.organizations.hooks import OrganizationHooks
 from cairn.organizations.service import OrganizationService
@@ -61,12 +62,13 @@ from cairn.state.uploads import HostedUploads
 from cairn.teams import api as teams_api
 from cairn.teams.grants import GrantService
 from cairn.teams.hooks import create_owners_team
-from cairn.teams.service import RbacService, TeamService
+from cairn.teams.service import TeamService
 from cairn.teams.tokens import TeamTokens
 from cairn.teams.users import UserAdmin
 from cairn.tfeapi import service_discovery as discovery
 from cairn.tfeapi.http import Pipeline
 from cairn.tfeapi.jsonapi import error_response
+from cairn.tfeapi.observe import Metrics, ObserveMiddleware
 from cairn.tfeapi.signed import Signer
 from cairn.workspaces import api as ws_api
 from cairn.workspaces import hooks as ws_hooks
@@ -78,15 +80,44 @@ log = logging.getLogger("cairn")
 
 
 @dataclass
+class Services:
+    """Every service of one cairn process, built once by ``build_services``."""
+
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    keyring: Keyring
+    clock: Clock
+    tokens: TokenService
+    organizations: OrganizationService
+    workspaces: WorkspaceService
+    locks: LockService
+    tags: TagService
+    states: StateService
+    uploads: HostedUploads
+    issuer: Issuer
+    teams: TeamService
+    grants: GrantService
+    users: UserAdmin
+    user_tokens: UserTokens
+    organization_tokens: OrganizationTokens
+    team_tokens: TeamTokens
+    login: LoginService
+    audit_log: AuditLog
+    audited: AuditedLane  # the audited executor: jobs whose audit events commit together
+    idp: IdpClient | None = None
+
+
+@dataclass
 class Startup:
     """What happened at start that the operator must be told once."""
 
-    ctx: AppContext
+    services: Services
     created_secret: bool
     bootstrap_token: str | None
 
 
-def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
+def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup:
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret, created = load_or_create_secret(settings.data_dir, settings.secret_key)
@@ -104,8 +135,11 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
         )
     blobs = open_blob_store(settings, db)
     tokens = TokenService(db, keyring, clock)
-    issuer = build_issuer(settings, db, keyring, clock)
-    ctx = AppContext(
+    ledger = TokenLedger(db, clock, tokens)
+    counter = ResourceCounter(db, blobs)
+    # One signer for every signed URL (state uploads; later configuration versions, logs).
+    signer = Signer(keyring, clock)
+    services = Services(
         settings=settings,
         db=db,
         blobs=blobs,
@@ -114,20 +148,35 @@ def build_context(settings: Settings, *, clock: Clock | None = None) -> Startup:
         tokens=tokens,
         organizations=OrganizationService(db, clock, organization_hooks()),
         workspaces=WorkspaceService(db, clock),
-        states=StateService(
-            db, blobs, clock, ResourceCounter(db, blobs), max_state_bytes=settings.max_state_bytes
+        locks=LockService(db, clock),
+        tags=TagService(db),
+        states=StateService(db, blobs, clock, counter, max_state_bytes=settings.max_state_bytes),
+        uploads=HostedUploads(
+            db,
+            blobs,
+            signer,
+            clock,
+            counter,
+            ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
+            max_state_bytes=settings.max_state_bytes,
         ),
-        issuer=issuer,
-        rbac=RbacService(db, clock),
+        issuer=build_issuer(settings, db, keyring, clock),
+        teams=TeamService(db, clock),
+        grants=GrantService(db, clock),
+        users=UserAdmin(db, clock),
+        user_tokens=UserTokens(ledger),
+        organization_tokens=OrganizationTokens(ledger),
+        team_tokens=TeamTokens(ledger),
         login=LoginService(db, keyring, clock, tokens),
+        audit_log=AuditLog(db),
         audited=AuditedLane(db),
     )
     tokens.ensure_admin()
     if settings.admin_token:
         tokens.set_admin_env_token(settings.admin_token)
-    ctx.idp = build_idp(settings, db, keyring, clock)
+    services.idp = build_idp(settings, db, keyring, clock)
     bootstrap = None if settings.admin_token else tokens.bootstrap_admin_token()
-    return Startup(ctx=ctx, created_secret=created, bootstrap_token=bootstrap)
+    return Startup(services=services, created_secret=created, bootstrap_token=bootstrap)
 
 
 def organization_hooks() -> OrganizationHooks:
@@ -196,61 +245,51 @@ def build_idp(settings: Settings, db: Database, keyring: Keyring, clock: Clock) 
     return idp
 
 
-def _ready(ctx: AppContext) -> tuple[bool, str]:
+def _ready(services: Services) -> tuple[bool, str]:
     try:
-        with ctx.db.unit_of_work() as s:
+        with services.db.unit_of_work() as s:
             s.execute(text("SELECT 1"))
-        if not is_current(ctx.db.engine):
+        if not is_current(services.db.engine):
             return False, "database schema is not at the newest migration"
     except Exception as exc:
         return False, f"database unreachable: {type(exc).__name__}"
     return True, "ready"
 
 
-def create_app(ctx: AppContext) -> Starlette:
+def create_app(services: Services) -> Starlette:
     metrics = Metrics()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ok, why = await asyncio.to_thread(_ready, ctx)
+        ok, why = await asyncio.to_thread(_ready, services)
         return JSONResponse({"status": why}, status_code=200 if ok else 503)
 
-    ledger = TokenLedger(ctx.db, ctx.clock, ctx.tokens)
-    teams, grants = TeamService(ctx.db, ctx.clock), GrantService(ctx.db, ctx.clock)
-    # One signer for every signed URL (state uploads; later configuration versions, logs).
-    signer = Signer(ctx.keyring, ctx.clock)
     api_routes = [
         Route("/ping", discovery.ping, methods=["GET"]),
-        *auth_api.routes(SqlUsers(ctx.db)),
-        *tokens_api.routes(UserTokens(ledger), OrganizationTokens(ledger), TeamTokens(ledger)),
-        *org_api.routes(ctx.organizations),
+        *auth_api.routes(SqlUsers(services.db)),
+        *tokens_api.routes(
+            services.user_tokens, services.organization_tokens, services.team_tokens
+        ),
+        *org_api.routes(services.organizations),
         *ws_api.routes(
-            ctx.workspaces,
-            LockService(ctx.db, ctx.clock),
-            TagService(ctx.db),
-            count_resources=ctx.states.process_current,
+            services.workspaces,
+            services.locks,
+            services.tags,
+            count_resources=services.states.process_current,
         ),
         *state_api.routes(
-            ctx.states,
-            HostedUploads(
-                ctx.db,
-                ctx.blobs,
-                signer,
-                ctx.clock,
-                ResourceCounter(ctx.db, ctx.blobs),
-                ttl=timedelta(seconds=ctx.settings.upload_url_ttl_seconds),
-                max_state_bytes=ctx.settings.max_state_bytes,
-            ),
-            ctx.workspaces.resolve,
+            services.states,
+            services.uploads,
+            services.workspaces.resolve,
             state_api.Limits(
-                ctx.settings.public_url,
-                ctx.settings.max_state_bytes,
-                ctx.settings.max_json_body_bytes,
+                services.settings.public_url,
+                services.settings.max_state_bytes,
+                services.settings.max_json_body_bytes,
             ),
         ),
-        *teams_api.tfe_routes(teams, grants),
+        *teams_api.tfe_routes(services.teams, services.grants),
     ]
     routes = [
         Route(
@@ -262,15 +301,15 @@ def create_app(ctx: AppContext) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/api/terraform/motd", discovery.motd, methods=["GET"]),
-        *login_api.routes(ctx.login, ctx.idp),
-        *identity_api.public_routes(ctx.issuer),
+        *login_api.routes(services.login, services.idp),
+        *identity_api.public_routes(services.issuer),
         Mount("/api/v2", routes=api_routes),
         Mount(
             "/api/cairn/v1",
             routes=[
-                *identity_api.routes(ctx.issuer),
-                *teams_api.cairn_routes(grants, UserAdmin(ctx.db, ctx.clock)),
-                *audit_api.routes(AuditLog(ctx.db)),
+                *identity_api.routes(services.issuer),
+                *teams_api.cairn_routes(services.grants, services.users),
+                *audit_api.routes(services.audit_log),
             ],
         ),
     ]
@@ -299,10 +338,10 @@ def create_app(ctx: AppContext) -> Starlette:
         return error_response(err)
 
     # One LISTEN connection for every channel (PostgreSQL; SQLite has no other writer).
-    listener = Listener(ctx.settings.database_url) if ctx.settings.is_postgres else None
-    if listener is not None and ctx.settings.oidc_listen:
-        ctx.issuer.follow(listener)
-    jobs = background_jobs(ctx)
+    listener = Listener(services.settings.database_url) if services.settings.is_postgres else None
+    if listener is not None and services.settings.oidc_listen:
+        services.issuer.follow(listener)
+    jobs = background_jobs(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -317,19 +356,18 @@ def create_app(ctx: AppContext) -> Starlette:
                 await asyncio.to_thread(listener.stop)
             # After the last request (uvicorn drains them before the lifespan ends): finish
             # and commit whatever audited job is still queued.
-            await asyncio.to_thread(ctx.audited.close)
+            await asyncio.to_thread(services.audited.close)
 
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, ApiError: api_error, Exception: unexpected},
         lifespan=lifespan,
     )
-    app.state.ctx = ctx
     app.state.pipeline = Pipeline(
-        db=ctx.db,
-        lane=ctx.audited,
-        authenticators={"token": ctx.tokens.authenticator()},
-        default_limit=ctx.settings.max_json_body_bytes,
+        db=services.db,
+        lane=services.audited,
+        authenticators={"token": services.tokens.authenticator()},
+        default_limit=services.settings.max_json_body_bytes,
     )
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app
@@ -389,30 +427,32 @@ async def _loop(job: BackgroundJob) -> None:
         await asyncio.sleep(wait)
 
 
-def background_jobs(ctx: AppContext) -> BackgroundJobs:
+def background_jobs(services: Services) -> BackgroundJobs:
     """Every background job of this process."""
     jobs = BackgroundJobs()
     # Finish work a crash interrupted (state uploads), then tidy up periodically.
-    jobs.add(BackgroundJob("housekeeping", 600.0, lambda: _housekeeping(ctx)))
+    jobs.add(BackgroundJob("housekeeping", 600.0, lambda: _housekeeping(services)))
     # Rebuild the issuer's in-memory documents when they go stale (TTL, notification, a retired
     # key leaving the JWKS). A failed refresh keeps serving the last good documents.
     jobs.add(
         BackgroundJob(
             "refreshing the signing keys",
             0.2,
-            ctx.issuer.refresh,
-            due=ctx.issuer.needs_refresh,
+            services.issuer.refresh,
+            due=services.issuer.needs_refresh,
             retry_after=5.0,
         )
     )
     # Scheduled rotation; every replica runs it, the database lets one rotation win.
-    jobs.add(BackgroundJob("scheduled key rotation", 60.0, lambda: _rotate_when_due(ctx.issuer)))
+    jobs.add(
+        BackgroundJob("scheduled key rotation", 60.0, lambda: _rotate_when_due(services.issuer))
+    )
     return jobs
 
 
-def _housekeeping(ctx: AppContext) -> None:
-    ctx.states.process_pending()
-    ctx.states.discard_stale_pending(ctx.settings.upload_url_ttl_seconds + 3600)
+def _housekeeping(services: Services) -> None:
+    services.states.process_pending()
+    services.states.discard_stale_pending(services.settings.upload_url_ttl_seconds + 3600)
 
 
 def _rotate_when_due(issuer: Issuer) -> None:

@@ -29,12 +29,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from cairn.app import build_context, create_app
+from cairn.app import Services, build_services, create_app
 from cairn.clock import FrozenClock
 from cairn.config import Settings, from_environment
 
 if TYPE_CHECKING:
-    from cairn.context import AppContext
     from cairn.identity.plan import Plan
 
 JSONAPI = "application/vnd.api+json"
@@ -57,7 +56,7 @@ class InProcessCairn:
     """One cairn application, its services (`ctx`) and the clock every service reads."""
 
     app: Starlette
-    ctx: AppContext
+    ctx: Services
     clock: FrozenClock
     admin_token: str
 
@@ -110,7 +109,7 @@ def build(data_dir: Path, admin_token: str, **settings: Any) -> InProcessCairn:
         from_environment(data_dir=data_dir).with_defaults(), admin_token=admin_token, **settings
     )
     clock = FrozenClock(START)
-    ctx = build_context(config, clock=clock).ctx
+    ctx = build_services(config, clock=clock).services
     return InProcessCairn(create_app(ctx), ctx, clock, admin_token)
 
 

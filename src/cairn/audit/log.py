@@ -31,15 +31,6 @@ class Actor:
 
 SYSTEM = Actor(id=None, name="cairn")
 
-# The client address of the request being served (set by the HTTP layer; copied into the
-# worker threads that run services), used when an actor carries none. Transitional: callers
-# pass the address in their Actor (``Call.source``); goes once the pipeline stops setting it.
-_source: ContextVar[str] = ContextVar("cairn_audit_source", default="")
-
-
-def set_source(address: str) -> None:
-    _source.set(address)
-
 
 def event_row(
     *,
@@ -60,7 +51,7 @@ def event_row(
         "actor_name": actor.name,
         "action": action,
         "subject": subject[:255],
-        "source_address": (actor.source_address or _source.get())[:64],
+        "source_address": actor.source_address[:64],
         "outcome": outcome,
         "details": json.dumps(details, default=str, separators=(",", ":")),
     }

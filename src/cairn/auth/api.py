@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn.auth.model import User
+from cairn.authz.subject import USER_TYPE
 from cairn.errors import NotFound
 from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import JsonApiResponse
@@ -35,7 +36,7 @@ def user_doc(user: User, *, me: bool) -> dict[str, Any]:
         attrs["unconfirmed-email"] = None
     return {
         "id": user.id,
-        "type": "users",
+        "type": USER_TYPE,
         "attributes": attrs,
         "links": {"self": f"/api/v2/users/{user.id}"},
     }

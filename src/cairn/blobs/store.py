@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from cairn.errors import PayloadTooLarge
 
 if TYPE_CHECKING:
-    from cairn.config import Settings
-    from cairn.db.engine import Database
+    pass
 
 CHUNK = 1024 * 1024
 
@@ -75,16 +74,3 @@ class Hasher:
 
     def ref(self) -> BlobRef:
         return BlobRef(self.sha256.hexdigest(), self.md5.hexdigest(), self.size)
-
-
-def open_blob_store(settings: Settings, db: Database) -> BlobStore:
-    from cairn.blobs.database import DatabaseBlobStore
-    from cairn.blobs.filesystem import FilesystemBlobStore
-
-    store: BlobStore
-    if settings.blob_store == "database":
-        store = DatabaseBlobStore(db)
-    else:
-        store = FilesystemBlobStore(settings.data_dir / "blobs")
-    store.check()
-    return store

@@ -75,7 +75,7 @@ def serve(
     import uvicorn
 
     from cairn import logs
-    from cairn.app import build_context, create_app
+    from cairn.app import build_services, create_app
     from cairn.tls import ensure_dev_tls
 
     try:
@@ -90,7 +90,7 @@ def serve(
             blob_store=blob_store,
         )
         logs.configure(settings.log_level, json_lines=settings.log_json)
-        startup = build_context(settings)
+        startup = build_services(settings)
     except CairnError as exc:  # configuration, or stored data that cannot be opened
         click.secho(f"cairn cannot start: {exc}", fg="red", err=True)
         sys.exit(2)
@@ -108,7 +108,7 @@ def serve(
             bundle = dev.bundle
 
     _banner(settings, bundle, startup.bootstrap_token, startup.created_secret)
-    app = create_app(startup.ctx)
+    app = create_app(startup.services)
     config = uvicorn.Config(
         app,
         host=settings.listen_host,
@@ -120,8 +120,8 @@ def serve(
         **ssl,  # type: ignore[arg-type]
     )
     _GracefulServer(config).run()
-    startup.ctx.audited.close()  # normally done by the app's shutdown already
-    startup.ctx.db.dispose()
+    startup.services.audited.close()  # normally done by the app's shutdown already
+    startup.services.db.dispose()
 
 
 def _graceful_server_class() -> type:

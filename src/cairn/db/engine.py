@@ -12,7 +12,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
@@ -22,10 +21,30 @@ from sqlalchemy.orm import Session, sessionmaker
 _WRITE = "cairn_write"
 
 
-@dataclass(frozen=True)
 class _Current:
-    session: Session
-    write: bool
+    """The unit of work in progress: its connection, and its Session, made only when something
+    asks for one (a request that only runs Core statements, e.g. a token mint, never pays for
+    a Session)."""
+
+    def __init__(self, conn: Connection, write: bool, sessions: sessionmaker[Session]) -> None:
+        self.conn = conn
+        self.write = write
+        self._sessions = sessions
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            # "control_fully": the Session owns the connection's transaction even when Core
+            # statements began it, so a service's commit() commits the unit of work.
+            self._session = self._sessions(bind=self.conn, join_transaction_mode="control_fully")
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            # close() ends an uncommitted transaction (rollback) and detaches the objects
+            # without expiring them, so services can return what they loaded.
+            self._session.close()
 
 
 # The unit of work this thread (context) is inside: nested units of work join it.
@@ -110,9 +129,16 @@ class Database:
     def unit_of_work(self, *, write: bool = False) -> Iterator[Session]:
         """A transaction that rolls back unless the body calls ``session.commit()`` (or, when
         nested, the unit of work it joins)."""
+        with self.transaction(write=write) as current:
+            yield current.session
+
+    @contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[_Current]:
+        """The unit of work without a Session up front (the request pipeline's job): nested
+        units of work and Core transactions join it; a Session is made on first use."""
         outer = _current.get()
         if outer is not None and (outer.write or not write or not self.is_sqlite):
-            yield outer.session
+            yield outer
             return
         serialise = write and self.is_sqlite
         if serialise:
@@ -123,15 +149,13 @@ class Database:
             with self.engine.connect() as conn:
                 if serialise:
                     conn.execution_options(**{_WRITE: True})
-                session = self._sessions(bind=conn)
-                token = _current.set(_Current(session, write or not self.is_sqlite))
+                current = _Current(conn, write or not self.is_sqlite, self._sessions)
+                token = _current.set(current)
                 try:
-                    yield session
+                    yield current
                 finally:
                     _current.reset(token)
-                    # close() ends an uncommitted transaction (rollback) and detaches the
-                    # objects without expiring them, so services can return what they loaded.
-                    session.close()
+                    current.close()
         finally:
             if serialise:
                 self._sqlite_writer.release()
@@ -143,7 +167,7 @@ class Database:
         than the queries. Inside a unit of work: its connection."""
         outer = _current.get()
         if outer is not None:
-            yield outer.session.connection()
+            yield outer.session.connection() if outer._session is not None else outer.conn
             return
         with self.engine.connect() as conn:
             transaction = conn.begin()
@@ -160,7 +184,7 @@ class Database:
         connection, committed with it."""
         outer = _current.get()
         if outer is not None and (outer.write or not self.is_sqlite):
-            yield outer.session.connection()
+            yield outer.session.connection() if outer._session is not None else outer.conn
             return
         serialise = self.is_sqlite
         if serialise:

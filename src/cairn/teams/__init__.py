@@ -1,6 +1,6 @@
 """Who may do what, as organizations manage it: teams, members, grants, roles, team tokens.
 
-- ``service``: teams and memberships (TFE teams); ``RbacService`` is the old all-in-one name.
+- ``service``: teams and memberships (TFE teams).
 - ``grants``: TFE team-workspace access, cairn's pattern grants, custom roles.
 - ``users``: user accounts, for site admins.
 - ``tokens``: team tokens (their service accounts, via ``auth.token_store``).

@@ -2,8 +2,7 @@
 audit-logged in the same transaction.
 
 Grants and roles are in ``teams.grants``, site-admin user accounts in ``teams.users``, team
-tokens in ``teams.tokens``. ``RbacService`` (all three services in one object) remains for
-callers that still use the old name.
+tokens in ``teams.tokens``.
 """
 
 from __future__ import annotations
@@ -25,11 +24,10 @@ from cairn.names import check_slug
 from cairn.organizations.model import Organization
 from cairn.paging import Page
 from cairn.teams import store
-from cairn.teams.grants import GrantService, GrantView
+from cairn.teams.grants import GrantView
 from cairn.teams.targets import managed_org, managed_team, may_manage, readable_org, visible_team
-from cairn.teams.users import UserAdmin
 
-__all__ = ["GrantView", "RbacService", "TeamService", "TeamView"]
+__all__ = ["GrantView", "TeamService", "TeamView"]
 
 MEMBERSHIP_MANUAL = "manual"  # TeamMembership.source of a member added through the API
 
@@ -223,16 +221,6 @@ class TeamService:
     @staticmethod
     def _view(s: Session, caller: Subject, org: Organization, team: Team) -> TeamView:
         return TeamView(team, org, store.member_ids(s, [team.id])[team.id], may_manage(caller, org))
-
-
-class RbacService(TeamService, GrantService, UserAdmin):
-    """The old all-in-one name (teams, grants and roles, users): kept for compatibility while
-    callers move to ``TeamService``, ``GrantService`` and ``UserAdmin``."""
-
-    def __init__(self, db: Database, clock: Clock) -> None:
-        TeamService.__init__(self, db, clock)
-        GrantService.__init__(self, db, clock)
-        UserAdmin.__init__(self, db, clock)
 
 
 def _check_flags(flags: list[str]) -> list[str]:

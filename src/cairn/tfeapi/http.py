@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -41,14 +41,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn.audit.lane import AuditedLane
-from cairn.audit.log import set_source
 from cairn.authz.subject import Subject
 from cairn.db.engine import Database
 from cairn.errors import ApiError, PayloadTooLarge, Unauthorized
 from cairn.tfeapi.jsonapi import Document, error_response, parse_document
-
-if TYPE_CHECKING:
-    from cairn.context import AppContext
 
 log = logging.getLogger("cairn.api")
 
@@ -107,12 +103,6 @@ class Call:
         self.raw = raw
         self.source = request.client.host if request.client else ""
         self._caller: Subject | None = None
-
-    @property
-    def ctx(self) -> AppContext:
-        """The application context (being retired: services are passed to ``routes``)."""
-        ctx: AppContext = self.request.app.state.ctx
-        return ctx
 
     @property
     def caller(self) -> Subject:
@@ -182,7 +172,7 @@ def _job(
     """One unit of work: authenticate, then the handler's work, in one transaction."""
     found: Authenticated | None = None
     try:
-        with call.pipeline.db.unit_of_work(write=write):
+        with call.pipeline.db.transaction(write=write):
             if authenticator is not None and credential is not None:
                 found = authenticator.authenticate(credential)
                 call._caller = found.subject
@@ -205,7 +195,6 @@ def endpoint(
 ) -> Callable[[Request], Awaitable[Response]]:
     async def run(request: Request) -> Response:
         pipeline: Pipeline = request.app.state.pipeline
-        set_source(request.client.host if request.client else "")  # transitional
         try:
             authenticator = pipeline.authenticators[auth] if auth is not None else None
             credential = authenticator.credential(request) if authenticator else None
