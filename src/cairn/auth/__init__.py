@@ -1,1 +1,13 @@
-"""People and machines that call cairn: users, API tokens, and what each may do."""
+"""People, and how they prove who they are (above ``tfeapi``, below every domain but ``authz``).
+
+- ``model``: users (people and token service accounts), API tokens, login codes and states.
+- ``tokens``: ``TokenService`` — the one place a token is made (``issue``, kinds registered by
+  their owners), the built-in admin, and the request pipeline's ``"token"`` authenticator.
+- ``token_store``: token rows and ``TokenLedger`` (issue/revoke with their audit events);
+  ``usertokens``: user tokens; ``tokens_api``: the TFE authentication-tokens resource
+  (organization and team tokens live in ``organizations.tokens`` and ``teams.tokens``).
+- ``login`` / ``login_api``: the ``terraform login`` server (authorization code + PKCE);
+  ``idp/``: the OIDC relying party for the team's identity provider.
+- ``users`` / ``api``: account details (``/account/details``, ``/users/{id}``).
+- ``hooks``: what auth does when an organization is renamed (wired in ``app.py``).
+"""

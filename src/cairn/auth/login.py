@@ -29,8 +29,8 @@ from sqlalchemy import select, update
 
 from cairn import ids
 from cairn.audit.log import Actor, record
-from cairn.auth.model import ApiToken, OAuthCode, User
-from cairn.auth.tokens import TokenService, new_token_value
+from cairn.auth.model import OAuthCode, User
+from cairn.auth.tokens import TokenService
 from cairn.authz.subject import is_reserved_name
 from cairn.clock import Clock
 from cairn.crypto import Keyring
@@ -294,16 +294,9 @@ class LoginService:
                     )
                     s2.commit()
                 raise OAuthError("invalid_grant", failure or "the user no longer exists")
-            value = new_token_value()
-            token = ApiToken(
-                id=ids.new_id("token"),
-                user_id=user.id,
-                token_hash=self._keys.token_hash(value),
-                kind="login",
-                description=f"terraform login from {source or 'unknown address'}",
-                created_at=now,
+            token, value = self._tokens.issue(
+                s, user.id, "login", f"terraform login from {source or 'unknown address'}"
             )
-            s.add(token)
             record(
                 s,
                 at=now,

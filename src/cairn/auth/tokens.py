@@ -54,7 +54,7 @@ KIND_ADMIN_ENV: Final = "admin-env"  # CAIRN_ADMIN_TOKEN's value
 _KIND_MAX = 16  # api_tokens.kind
 
 
-def new_token_value() -> str:
+def _new_token_value() -> str:
     """A fresh token value (use ``TokenService.issue``, which also stores its row)."""
     return TOKEN_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(43))
 
@@ -187,7 +187,7 @@ class TokenService:
         value, which is shown once and never stored. ``value``: the exact value when the
         operator chose it (CAIRN_ADMIN_TOKEN); otherwise a fresh random one."""
         self.kinds.get(kind)
-        value = value if value is not None else new_token_value()
+        value = value if value is not None else _new_token_value()
         row = ApiToken(
             id=ids.new_id("token"),
             user_id=owner_user_id,

@@ -19,7 +19,7 @@ from cairn import authz
 from cairn.audit.log import Actor
 from cairn.authz.subject import Subject
 from cairn.clock import iso8601
-from cairn.errors import BadRequest, Forbidden, Invalid
+from cairn.errors import BadRequest, Invalid
 from cairn.identity.discovery import DISCOVERY_PATH, JWKS_JSON_PATH, JWKS_PATH, Document
 from cairn.identity.issuer import Minted, Place
 from cairn.identity.plan import Plan
@@ -144,10 +144,9 @@ def parse_rotation(raw: bytes) -> tuple[bool, bool]:
 
 
 def _require_site_manager(call: Call, doing: str) -> None:
-    """Site admins only, refused with 403: a caller who may not manage the keys is still told
-    the action exists (the key list itself answers 404, like every admin resource)."""
-    if not authz.allowed(call.caller, authz.SITE_MANAGE, authz.SITE):
-        raise Forbidden(f"only a site admin may {doing}")
+    """Site admins only, refused with 403 (the key list itself answers 404, like every site
+    read)."""
+    authz.require(call.caller, authz.SITE_MANAGE, authz.SITE, doing=doing)
 
 
 @dataclass(frozen=True)
@@ -200,13 +199,13 @@ def routes(issuer: IssuerService) -> list[Route]:
         return JSONResponse({"data": issuer.describe()})
 
     def rotate_keys(call: Call) -> Response:
-        _require_site_manager(call, "rotate signing keys")
+        _require_site_manager(call, "rotate the signing keys of")
         emergency, force = parse_rotation(call.raw)
         plan = issuer.rotate(_actor(call), emergency=emergency, force=force)
         return JSONResponse({"data": {"rotation": _plan_doc(plan), "keys": issuer.describe()}})
 
     def trim_keys(call: Call) -> Response:
-        _require_site_manager(call, "trim signing keys")
+        _require_site_manager(call, "trim the signing keys of")
         plan = issuer.trim(_actor(call))
         return JSONResponse({"data": {"trim": _plan_doc(plan), "keys": issuer.describe()}})
 

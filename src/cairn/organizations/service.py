@@ -18,7 +18,7 @@ from cairn.authz.permissions import ORG_MANAGE
 from cairn.authz.subject import Subject
 from cairn.clock import Clock
 from cairn.db.engine import Database
-from cairn.errors import Conflict, Forbidden, Invalid
+from cairn.errors import Conflict, Invalid
 from cairn.names import check_project_name, check_slug
 from cairn.organizations import store
 from cairn.organizations.hooks import OrganizationHooks
@@ -65,9 +65,7 @@ class OrganizationService:
     def create(
         self, caller: Subject, name: str, email: str, default_mode: str | None
     ) -> Organization:
-        # Not ``require``: the site is not "readable" to others, which would answer 404.
-        if not authz.allowed(caller, authz.SITE_MANAGE, authz.SITE):
-            raise Forbidden("only a site admin may create organizations")
+        authz.require(caller, authz.SITE_MANAGE, authz.SITE, doing="create organizations in")
         check_slug("organization", name, max_len=100)
         now = self._clock.now()
         with self._db.unit_of_work(write=True) as s:

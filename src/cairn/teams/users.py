@@ -12,7 +12,7 @@ from cairn.auth.model import User
 from cairn.authz.subject import RESERVED_PREFIXES, Subject, is_reserved_name
 from cairn.clock import Clock
 from cairn.db.engine import Database
-from cairn.errors import Forbidden, Invalid
+from cairn.errors import Invalid
 from cairn.names import check_slug
 from cairn.teams import store
 
@@ -25,9 +25,7 @@ class UserAdmin:
         self._clock = clock
 
     def create_user(self, caller: Subject, username: str, email: str, source: str) -> User:
-        # A refusal, not a 404: the endpoint is documented and the caller is known.
-        if not authz.allowed(caller, authz.SITE_MANAGE, authz.SITE):
-            raise Forbidden("only a site admin may create users")
+        authz.require(caller, authz.SITE_MANAGE, authz.SITE, doing="create users in")
         check_slug("user", username, max_len=100)
         if is_reserved_name(username):
             raise Invalid(
