@@ -11,7 +11,7 @@ keep a code instead of handing it to the listener: replay, wrong PKCE verifier (
 burnt), wrong redirect URI or client, refused authorization requests (never redirected), a wrong
 token in the form. A code issued by one replica is redeemed at another on one PostgreSQL. The
 audit log records the login, and neither a database dump nor the server log holds a token or a
-code in clear. Code expiry needs a clock we can move: `tests/unit/test_login.py`.
+code in clear. Code expiry needs a clock we can move: `tests/unit/auth/test_login.py`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from cairn.identity import discovery, lifecycle, tokens
 from cairn.identity.errors import KeyMaterialError, KeySetCorrupt, RotationConflict
 from cairn.identity.keys import SigningKey
 from cairn.identity.plan import Plan
-from cairn.identity.store import NOTIFY_CHANNEL, SqlKeyStore
+from cairn.identity.store import NOTIFY_CHANNEL, KeyStore
 from cairn.organizations.model import Organization, Project
 from cairn.workspaces.model import Workspace
 
@@ -97,7 +97,7 @@ class Issuer:
     def __init__(
         self,
         db: Database,
-        store: SqlKeyStore,
+        store: KeyStore,
         clock: Clock,
         policy: lifecycle.RotationPolicy,
         issuer_url: str,
@@ -263,14 +263,7 @@ class Issuer:
             ttl=ttl,
             max_ttl=self.policy.max_token_ttl,
         )
-        signer = self.snapshot().signer
-        if signer is None:
-            signer = self.refresh().signer
-        if signer is None:
-            raise Unavailable(
-                "cairn cannot sign right now: the active signing key cannot be opened (see the "
-                "server log); an emergency rotation (cairn keys rotate --emergency) replaces it"
-            )
+        signer = self.signer()
         token = signer.sign(claims)
         record(
             None,
@@ -286,6 +279,18 @@ class Issuer:
         )
         return Minted(token, tokens.expires_at(claims), run_id, str(claims["jti"]), signer.kid)
 
+    def signer(self) -> tokens.Signer:
+        """The active key, opened: from the cache, reloaded once if the cache has none."""
+        signer = self.snapshot().signer
+        if signer is None:
+            signer = self.refresh().signer
+        if signer is None:
+            raise Unavailable(
+                "cairn cannot sign right now: the active signing key cannot be opened (see the "
+                "server log); an emergency rotation (cairn keys rotate --emergency) replaces it"
+            )
+        return signer
+
     # ---- lifecycle --------------------------------------------------------------------------
 
     def keys(self) -> list[SigningKey]:
@@ -298,11 +303,19 @@ class Issuer:
             plan = lifecycle.emergency(current, now, self.policy)
         else:
             plan = lifecycle.graceful(current, now, self.policy, force=force)
-        self._check_promotable(plan)
-        self._store.apply(plan, actor=actor, at=now)
-        self.invalidate(f"rotation ({plan.action})")
+        self.apply(plan, actor, at=now)
         self.refresh()
         return plan
+
+    def apply(self, plan: Plan, actor: Actor, *, at: datetime) -> None:
+        """Apply a plan made at ``at``: refuse it if a key it makes active cannot be opened,
+        write it in one transaction (RotationConflict: another rotation came first, nothing
+        changed), then drop the cache. An empty plan changes nothing."""
+        if plan.empty:
+            return
+        self._check_promotable(plan)
+        self._store.apply(plan, actor=actor, at=at)
+        self.invalidate(f"rotation ({plan.action})")
 
     def _check_promotable(self, plan: Plan) -> None:
         try:
@@ -317,9 +330,7 @@ class Issuer:
     def trim(self, actor: Actor) -> Plan:
         now = self._clock.now()
         plan = lifecycle.trim(self._store.load(), now)
-        if not plan.empty:
-            self._store.apply(plan, actor=actor, at=now)
-            self.invalidate("trim")
+        self.apply(plan, actor, at=now)
         return plan
 
     def tick(self) -> Plan | None:
@@ -329,12 +340,10 @@ class Issuer:
         plan = lifecycle.tick(self._store.load(), now, self.policy)
         if plan.empty:
             return None
-        self._check_promotable(plan)
         try:
-            self._store.apply(plan, actor=_system(), at=now)
+            self.apply(plan, _system(), at=now)
         except RotationConflict:
             return None  # another replica rotated first
-        self.invalidate(f"scheduled {plan.action}")
         self.refresh()
         return plan
 

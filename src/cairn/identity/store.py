@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +43,27 @@ def to_signing_key(row: OidcSigningKey) -> k.SigningKey:
         revoked_at=row.revoked_at,
         public_jwk=json.loads(row.public_jwk),
     )
+
+
+class KeyStore(Protocol):
+    """Where the issuer keeps its signing keys: ``SqlKeyStore`` (the unit tests use an
+    in-memory fake with the same behaviour)."""
+
+    def load(self) -> list[k.SigningKey]:
+        """The key set, ordered by version."""
+        ...
+
+    def open_active(self) -> tuple[list[k.SigningKey], k.PrivateKey | None]:
+        """The key set and the opened private key of the active key (None if it has none)."""
+        ...
+
+    def check_promotable(self, plan: Plan) -> None:
+        """Raise unless the sealed private key of every key ``plan`` makes active opens."""
+        ...
+
+    def apply(self, plan: Plan, *, actor: Actor, at: datetime) -> list[k.SigningKey]:
+        """Apply ``plan`` atomically (RotationConflict: nothing changed); the new key set."""
+        ...
 
 
 class SqlKeyStore:

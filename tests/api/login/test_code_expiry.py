@@ -1,7 +1,7 @@
 """`terraform login` over HTTP, in-process, with time moved instead of waited for: the code the
 authorization endpoint hands to Terraform's loopback listener is redeemed at `/oauth/token` for
 an API token within `CODE_TTL`, once; at and after `CODE_TTL` it is refused with an RFC 6749
-`invalid_grant`. (The service rules in detail: tests/unit/test_login.py; the real `terraform
+`invalid_grant`. (The service rules in detail: tests/unit/auth/test_login.py; the real `terraform
 login`: tests/e2e/test_terraform_login.py.)"""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The rotation policy: plans for initial, graceful, emergency, trim and scheduled rotation,
-checked on an in-memory issuer with independent verifiers."""
+checked on the real issuer over an in-memory key store with independent verifiers."""
 
 from __future__ import annotations
 
