@@ -40,7 +40,7 @@ from cairn.clock import Clock, SystemClock
 from cairn.config import Settings
 from cairn.crypto import Keyring, load_or_create_secret
 from cairn.db import meta
-from cairn.db.engine import Database, make_engine
+from cairn.db.engine import Database, make_engine, no_statement_timeout
 from cairn.db.notify import Listener
 from cairn.errors import ApiError, MethodNotAllowed, NotFound, SecretKeyMismatch
 from cairn.identity import api as identity_api
@@ -122,7 +122,9 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret, created = load_or_create_secret(settings.data_dir, settings.secret_key)
     keyring = Keyring(secret)
-    db = Database(make_engine(settings.database_url))
+    db = Database(
+        make_engine(settings.database_url, statement_timeout=settings.db_statement_timeout)
+    )
     upgrade(db.engine)
     with db.unit_of_work(write=True) as s:
         stored = meta.get_or_set(s, "secret-key-fingerprint", keyring.fingerprint)
@@ -451,8 +453,10 @@ def background_jobs(services: Services) -> BackgroundJobs:
 
 
 def _housekeeping(services: Services) -> None:
-    services.states.process_pending()
-    services.states.discard_stale_pending(services.settings.upload_url_ttl_seconds + 3600)
+    # Maintenance, not request work: not bounded by the statement timeout.
+    with no_statement_timeout():
+        services.states.process_pending()
+        services.states.discard_stale_pending(services.settings.upload_url_ttl_seconds + 3600)
 
 
 def _rotate_when_due(issuer: Issuer) -> None:

@@ -43,6 +43,9 @@ class Settings:
     max_state_bytes: int = 512 * MiB
     max_json_body_bytes: int = 1 * MiB
     upload_url_ttl_seconds: int = 3600
+    # PostgreSQL: the longest one SQL statement of request work may run (0: no limit);
+    # migrations and background maintenance are not bounded by it.
+    db_statement_timeout: timedelta = timedelta(seconds=5)
     log_level: str = "info"
     log_json: bool = True
     # Workload identity (the OIDC issuer).
@@ -194,6 +197,8 @@ def from_environment(**overrides: object) -> Settings:
         values["idp_groups_claim"] = v
     if (v := env("CAIRN_OIDC_CA_FILE")) is not None:
         values["idp_ca_file"] = Path(v)
+    if (v := env("CAIRN_DB_STATEMENT_TIMEOUT")) is not None:
+        values["db_statement_timeout"] = parse_duration(v, "CAIRN_DB_STATEMENT_TIMEOUT")
     if (v := env("CAIRN_MAX_STATE_MB")) is not None:
         if not v.isdigit() or int(v) < 1:
             raise ConfigError(f"CAIRN_MAX_STATE_MB must be a positive integer, not {v!r}")

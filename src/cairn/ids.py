@@ -31,6 +31,7 @@ PREFIXES = {
 }
 
 _ID_RE = re.compile(r"^[a-z]+-[A-Za-z0-9]{16}$")
+_PREFIX_SET = frozenset(PREFIXES.values())
 
 
 def new_id(kind: str) -> str:
@@ -48,3 +49,18 @@ def new_id(kind: str) -> str:
 def looks_like(kind: str, value: str) -> bool:
     """True when ``value`` has the shape of an ID of ``kind`` (no database lookup)."""
     return bool(_ID_RE.fullmatch(value)) and value.startswith(PREFIXES[kind] + "-")
+
+
+def looks_like_any(value: str) -> bool:
+    """True when ``value`` has the shape of an ID of any kind cairn mints (``user-…``,
+    ``team-…``, …), ignoring case. Names people choose (usernames) must never pass this: the
+    API accepts "a name or an ID" in places, and a name shaped like someone's ID would be
+    taken for it."""
+    prefix, dash, rest = value.partition("-")
+    return (
+        bool(dash)
+        and prefix.lower() in _PREFIX_SET
+        and len(rest) == 16
+        and rest.isascii()
+        and rest.isalnum()
+    )

@@ -3,8 +3,9 @@
 Discovery publishes ``login.v1`` (client ``terraform-cli``, authorization code grant, ports
 10000-10010). The authorization endpoint authenticates the person — through the team's IdP
 when one is configured, else with an existing API token typed into a form (the built-in admin
-on a laptop) — and redirects to Terraform's loopback listener with a code. Codes are random,
-stored hashed in the database (any replica redeems them), expire within 5 minutes, are
+on a laptop; never an organization or team token: a service account gets no code, and no
+token, by any path) — and redirects to Terraform's loopback listener with a code. Codes are
+random, stored hashed in the database (any replica redeems them), expire within 5 minutes, are
 single-use (a conditional UPDATE consumes them before anything else is checked) and are bound
 to the PKCE S256 challenge, the redirect URI and the client. The token endpoint answers a new
 API token, which Terraform stores.
@@ -26,12 +27,13 @@ from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from cairn import ids
 from cairn.audit.log import Actor, record
 from cairn.auth.model import OAuthCode, User
 from cairn.auth.tokens import TokenService
-from cairn.authz.subject import is_reserved_name
+from cairn.authz.subject import ServiceAccount, is_reserved_name
 from cairn.clock import Clock
 from cairn.crypto import Keyring
 from cairn.db.engine import Database, affected
@@ -55,6 +57,15 @@ def login_service() -> dict[str, object]:
         "token": "/oauth/token",
         "ports": list(PORTS),
     }
+
+
+# Organization and team tokens act as service accounts: a login token made from one would
+# outlive the revocation of the token it came from, and no owner could see or revoke it.
+SERVICE_ACCOUNT_REFUSED = (
+    "organization and team tokens cannot be used to log in: terraform login makes a person's "
+    "token. Use your own API token (or the admin token); to use an organization or team token "
+    "with Terraform, put it in a credentials block of the CLI configuration"
+)
 
 
 class OAuthError(BadRequest):
@@ -179,6 +190,8 @@ class LoginService:
         with self._db.unit_of_work(write=True) as s:
             user = s.get(User, user_id)
             assert user is not None
+            if user.is_service_account:
+                raise Unauthorized(SERVICE_ACCOUNT_REFUSED)
             s.add(
                 OAuthCode(
                     code_hash=self._keys.token_hash(code),
@@ -218,6 +231,19 @@ class LoginService:
                 )
                 s.commit()
             raise
+        if isinstance(caller, ServiceAccount):
+            with self._db.unit_of_work(write=True) as s:
+                record(
+                    s,
+                    at=self._clock.now(),
+                    actor=Actor(caller.id, caller.name, source),
+                    action="auth.login.authorize",
+                    subject="terraform login (token form)",
+                    outcome="failure",
+                    reason="an organization or team token",
+                )
+                s.commit()
+            raise Unauthorized(SERVICE_ACCOUNT_REFUSED)
         return self.issue_code(caller.id, req, source=source, via="token form")
 
     def upsert_idp_user(
@@ -280,6 +306,8 @@ class LoginService:
             actor = (
                 Actor(user.id, user.username, source) if user else Actor(None, "unknown", source)
             )
+            if failure is None and user is not None and user.is_service_account:
+                failure = SERVICE_ACCOUNT_REFUSED
             if failure is not None or user is None:
                 s.commit()  # the code stays consumed
                 with self._db.unit_of_work(write=True) as s2:
@@ -338,6 +366,24 @@ max-width:36rem;margin:4rem auto"><h1>Login refused</h1><p>{html.escape(message)
 <p>Start again with <code>terraform login</code>.</p></body></html>"""
 
 
+def _idp_username(s: Session, preferred: str, email: str) -> str:
+    """A free username derived from the IdP's claims (``preferred_username``, else the email's
+    local part): letters, numbers, ``-`` and ``_``, never a service account's reserved prefix
+    and never the shape of an ID (a name like ``user-…`` is taken as the ID it looks like
+    wherever the API accepts a username or an ID): such claims are adjusted, not refused, so
+    the person can still log in."""
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", preferred or email.split("@")[0] or "user")[:80]
+    base = base.strip("-") or "user"
+    if is_reserved_name(base):  # reserved for token accounts
+        base = "user-" + base
+    if ids.looks_like_any(base):  # "user-" + 16 characters: never an ID again
+        base = "user-" + base
+    name = base
+    while s.scalar(select(User.id).where(User.username == name)) is not None:
+        name = f"{base}-{secrets.token_hex(2)}"
+    return name
+
+
 def upsert_idp_user(
     db: Database,
     clock: Clock,
@@ -356,17 +402,11 @@ def upsert_idp_user(
     now = clock.now()
     with db.unit_of_work(write=True) as s:
         user = s.scalar(select(User).where(User.idp_issuer == issuer, User.idp_subject == subject))
+        renamed_from = None
         if user is None:
-            base = re.sub(r"[^A-Za-z0-9_-]", "-", preferred or email.split("@")[0] or "user")[:80]
-            base = base.strip("-") or "user"
-            if is_reserved_name(base):  # reserved for token accounts
-                base = "user-" + base
-            name = base
-            while s.scalar(select(User.id).where(User.username == name)) is not None:
-                name = f"{base}-{secrets.token_hex(2)}"
             user = User(
                 id=ids.new_id("user"),
-                username=name,
+                username=_idp_username(s, preferred, email),
                 email=email,
                 idp_issuer=issuer,
                 idp_subject=subject,
@@ -376,6 +416,9 @@ def upsert_idp_user(
             s.flush()
         elif user.disabled_at is not None:
             raise Unauthorized("this user is disabled in cairn; ask an administrator")
+        elif ids.looks_like_any(user.username):  # named before usernames were kept from IDs
+            renamed_from = user.username
+            user.username = _idp_username(s, preferred, email)
         user.email = email or user.email
         user.last_login_at = now
         wanted = set(s.scalars(select(Team.id).where(Team.idp_group.in_(groups or [""]))))
@@ -396,6 +439,7 @@ def upsert_idp_user(
             subject=user.username,
             issuer=issuer,
             groups=sorted(groups),
+            **({"renamed_from": renamed_from} if renamed_from is not None else {}),
         )
         s.commit()
         return user.id

@@ -1,6 +1,7 @@
 """Rows of ``api_tokens`` and of the service accounts that own organization and team tokens,
 read and written in the caller's unit of work, and ``TokenLedger``: issuing and revoking a
-token together with its audit event (shared by user, organization and team tokens).
+token together with its audit event (shared by user, organization and team tokens). A service
+account (an organization or team token) never issues a token of any kind.
 
 A service account is found only by its real columns (``users.organization_id`` and
 ``users.team_id``), never by its name, which is for display (``authz.subject``).
@@ -19,10 +20,10 @@ from cairn import ids
 from cairn.audit.log import Actor, record
 from cairn.auth.model import ApiToken, User
 from cairn.auth.tokens import TokenService
-from cairn.authz.subject import Subject
+from cairn.authz.subject import ServiceAccount, Subject
 from cairn.clock import Clock, iso8601
 from cairn.db.engine import Database, affected
-from cairn.errors import Conflict, Invalid, NotFound
+from cairn.errors import Conflict, Forbidden, Invalid, NotFound
 from cairn.paging import Page
 
 MAX_DESCRIPTION = 255
@@ -201,6 +202,12 @@ class TokenLedger:
         organization: str | None = None,
         team_id: str | None = None,
     ) -> Issued:
+        if isinstance(caller, ServiceAccount):
+            # An organization or team token never makes another token: one it made would
+            # outlive its revocation (and a team token could outlast its own team's).
+            raise Forbidden(
+                "organization and team tokens may not create API tokens; use a person's token"
+            )
         token, value = self.tokens.issue(s, owner.id, kind, description, expires_at)
         record(
             s,

@@ -34,7 +34,7 @@ from cairn.clock import Clock
 from cairn.crypto import Keyring
 from cairn.db.base import table_of
 from cairn.db.engine import Database
-from cairn.errors import Unauthorized
+from cairn.errors import Forbidden, Unauthorized
 from cairn.tfeapi.http import bearer_token
 
 log = logging.getLogger("cairn.auth")
@@ -51,6 +51,11 @@ KIND_USER: Final = "user"  # created by a person (or a site admin for them)
 KIND_LOGIN: Final = "login"  # answered to ``terraform login``
 KIND_BOOTSTRAP: Final = "bootstrap"  # the admin's first token, printed once
 KIND_ADMIN_ENV: Final = "admin-env"  # CAIRN_ADMIN_TOKEN's value
+# A person's kinds: never held by a service account (an organization or team token's). Such a
+# token would outlive the revocation of the organization or team token it was made from, and
+# no organization or team token listing shows it; ``issue`` refuses to make one and
+# authentication refuses one made before that rule.
+PERSON_KINDS: Final = (KIND_USER, KIND_LOGIN, KIND_BOOTSTRAP, KIND_ADMIN_ENV)
 _KIND_MAX = 16  # api_tokens.kind
 
 
@@ -100,6 +105,7 @@ class TokenRow(NamedTuple):
     """The columns of a token and its user that authentication needs (``_BY_HASH``)."""
 
     token_id: str
+    kind: str
     revoked_at: datetime | None
     expires_at: datetime | None
     last_used_at: datetime | None
@@ -124,14 +130,22 @@ class Presented:
 
     @property
     def usable(self) -> bool:
-        """The token exists and is not revoked or expired, and its user is not disabled."""
+        """The token exists and is not revoked or expired, its user is not disabled, and it
+        is not a person's kind of token held by a service account."""
         row = self.row
         return (
             row is not None
             and row.revoked_at is None
             and (row.expires_at is None or row.expires_at > self.now)
             and row.disabled_at is None
+            and not _laundered(row)
         )
+
+
+def _laundered(row: TokenRow) -> bool:
+    """A person's kind of token held by a service account: made from an organization or team
+    token by a cairn that allowed it (terraform login's token form). Never accepted."""
+    return row.is_service_account and row.kind in PERSON_KINDS
 
 
 _tok = table_of(ApiToken)
@@ -140,6 +154,7 @@ _user = table_of(UserRow)
 _BY_HASH = (
     select(
         _tok.c.id,
+        _tok.c.kind,
         _tok.c.revoked_at,
         _tok.c.expires_at,
         _tok.c.last_used_at,
@@ -187,6 +202,13 @@ class TokenService:
         value, which is shown once and never stored. ``value``: the exact value when the
         operator chose it (CAIRN_ADMIN_TOKEN); otherwise a fresh random one."""
         self.kinds.get(kind)
+        if kind in PERSON_KINDS:
+            owner = session.get(UserRow, owner_user_id)
+            if owner is not None and owner.is_service_account:
+                raise Forbidden(
+                    f"{owner.username} is an organization or team token's service account: it "
+                    "holds only organization or team tokens, never a person's token"
+                )
         value = value if value is not None else _new_token_value()
         row = ApiToken(
             id=ids.new_id("token"),
@@ -225,7 +247,7 @@ class TokenService:
         digest = self._keys.token_hash(token)
         now = self._clock.now()
         found = conn.execute(_BY_HASH, {"digest": digest}).first()
-        presented = Presented(now, None if found is None else TokenRow(*found))
+        presented = Presented(now, None if found is None else TokenRow._make(found))
         row = presented.row
         if row is None or not presented.usable or row.is_site_admin:
             return presented  # a site admin may do everything: no access to load
@@ -256,6 +278,12 @@ class TokenService:
             raise Unauthorized("the API token has expired; create a new one")
         if row.disabled_at is not None:
             raise Unauthorized("this user is disabled; ask an administrator")
+        if _laundered(row):
+            raise Unauthorized(
+                "the API token was made from an organization or team token, which cairn no "
+                "longer allows; it is not valid (use the organization or team token itself, "
+                "or a person's token)"
+            )
         access = presented.access or Access()
         if row.organization_id is not None:
             return ServiceAccount(

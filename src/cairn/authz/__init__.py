@@ -14,6 +14,7 @@ from cairn.authz.authorizer import (
     SITE_MANAGE,
     SITE_READ,
     Org,
+    Project,
     Target,
     Ws,
     allowed,
@@ -21,6 +22,7 @@ from cairn.authz.authorizer import (
     not_found,
     permissions,
     require,
+    require_placement,
     visible,
 )
 from cairn.authz.subject import Holder, ServiceAccount, Subject, System, User, holder_of
@@ -31,6 +33,7 @@ __all__ = [
     "SITE_READ",
     "Holder",
     "Org",
+    "Project",
     "ServiceAccount",
     "Subject",
     "System",
@@ -43,5 +46,6 @@ __all__ = [
     "not_found",
     "permissions",
     "require",
+    "require_placement",
     "visible",
 ]

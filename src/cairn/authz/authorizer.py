@@ -27,6 +27,7 @@ from cairn.authz.permissions import (
     ALL_PERMISSIONS,
     ORG_MANAGE,
     ORG_READ,
+    WORKSPACE_MANAGE,
     WORKSPACE_READ,
 )
 from cairn.authz.subject import Subject
@@ -73,7 +74,29 @@ class Ws:
         return f"workspace {self.org_name}/{self.name}"
 
 
-Target = Site | Org | Ws
+@dataclass(frozen=True)
+class Project:
+    """A project, as a target of a check (its organization's ID and name with it).
+
+    Its permissions are the organization-wide ones (team organization-access flags such as
+    ``manage-workspaces`` / ``manage-projects``, the organization token, owners, site admins):
+    grants choose workspaces by ID or name pattern and give nothing on projects. It may be read
+    with ``workspace:read`` (``read-projects`` / ``read-workspaces``); workspaces are placed
+    in it (created there, moved in or out) with ``workspace:manage`` (``require_placement``).
+    """
+
+    org_id: str
+    org_name: str
+    id: str
+    name: str
+    is_default: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"project {self.org_name}/{self.name}"
+
+
+Target = Site | Org | Ws | Project
 SITE: Final = Site()
 
 
@@ -113,6 +136,8 @@ def permissions_on(subject: Subject, target: Target) -> frozenset[str]:
         return frozenset({SITE_READ, SITE_MANAGE}) if subject.is_site_admin else frozenset()
     if isinstance(target, Org):
         return permissions(subject, target.id)
+    if isinstance(target, Project):
+        return permissions(subject, target.org_id)
     return permissions(subject, target.org_id, target.name, target.id)
 
 
@@ -131,7 +156,7 @@ def _reads(target: Target) -> str:
         return SITE_READ
     if isinstance(target, Org):
         return ORG_READ
-    return WORKSPACE_READ
+    return WORKSPACE_READ  # a workspace, or a project (read-projects / read-workspaces)
 
 
 def require(subject: Subject, permission: str, target: Target, *, doing: str = "") -> None:
@@ -149,6 +174,27 @@ def require(subject: Subject, permission: str, target: Target, *, doing: str = "
         raise NotFound(f"{target.label} not found, or you are not allowed to see it")
     what = f"{doing} {target.label}" if doing else f"do this to {target.label}"
     raise Forbidden(f"you may not {what}: that needs the {permission} permission")
+
+
+def require_placement(subject: Subject, project: Project, *, doing: str) -> None:
+    """Raise unless ``subject`` may put workspaces into ``project`` or take them out of it
+    (create one there, move one in or out), as in HCP Terraform, where that takes rights on
+    the project itself: ``workspace:manage`` on it, which only organization-wide rights give
+    (``manage-workspaces``, ``manage-projects``, owners, the organization token, site
+    admins). A workspace grant alone, whatever its role, chooses no project: the id-token's
+    project claims (``sub``, ``terraform_project_id``) must mean that someone allowed to
+    place workspaces in that project did. The organization's default project, where a
+    workspace goes when none is named, needs nothing beyond the right to create or manage the
+    workspace itself. Forbidden otherwise (a caller who may not even read the project is
+    told, by whoever names it, that it does not exist).
+    """
+    if project.is_default or allowed(subject, WORKSPACE_MANAGE, project):
+        return
+    raise Forbidden(
+        f"you may not {doing} {project.label}: that needs the {WORKSPACE_MANAGE} permission on "
+        "the project (organization access manage-workspaces or manage-projects); a workspace "
+        "grant gives none"
+    )
 
 
 def visible(

@@ -3,6 +3,12 @@
 SQLite: WAL, a busy timeout, foreign keys on, and ``BEGIN IMMEDIATE`` for units of work that
 write, so two writers queue on the database lock instead of failing half-way with
 "database is locked" when a read transaction tries to upgrade.
+
+PostgreSQL: every connection has a ``statement_timeout`` (``CAIRN_DB_STATEMENT_TIMEOUT``), so
+no request can keep a backend busy after its client has gone; a statement cut by it is
+answered 503 (``Unavailable``). Work that may legitimately run longer (background
+maintenance) runs inside ``no_statement_timeout()``; migrations lift it in their own
+transaction.
 """
 
 from __future__ import annotations
@@ -12,13 +18,51 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cairn.errors import Unavailable
+
 _WRITE = "cairn_write"
+# PostgreSQL's SQLSTATE for a statement cancelled (by statement_timeout or pg_cancel_backend).
+_QUERY_CANCELED = "57014"
+# Set inside no_statement_timeout(): transactions begun then lift the statement timeout.
+_unbounded: ContextVar[bool] = ContextVar("cairn_no_statement_timeout", default=False)
+
+
+@contextmanager
+def no_statement_timeout() -> Iterator[None]:
+    """Transactions begun inside this block (in this thread or context) are not bounded by the
+    PostgreSQL statement timeout: for background maintenance, never for request work."""
+    token = _unbounded.set(True)
+    try:
+        yield
+    finally:
+        _unbounded.reset(token)
+
+
+def statement_timed_out(exc: BaseException) -> bool:
+    """Whether a database error is a statement cancelled by the statement timeout."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == _QUERY_CANCELED
+
+
+@contextmanager
+def _timeouts_answered() -> Iterator[None]:
+    """A statement cut by the statement timeout becomes a 503 for the client."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if not statement_timed_out(exc):
+            raise
+        raise Unavailable(
+            "the database gave up on this request: one of its statements ran longer than the "
+            "statement timeout (CAIRN_DB_STATEMENT_TIMEOUT); narrow the request or try again "
+            "later"
+        ) from exc
 
 
 class _Current:
@@ -65,7 +109,11 @@ def sqlalchemy_url(database_url: str) -> str:
     return database_url
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(
+    database_url: str, *, pool_size: int = 10, statement_timeout: timedelta | None = None
+) -> Engine:
+    """The engine for ``database_url``. ``statement_timeout`` (PostgreSQL; None or zero: no
+    limit): the longest any one statement may run, outside ``no_statement_timeout()``."""
     url = sqlalchemy_url(database_url)
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -97,9 +145,25 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
                 raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
         return engine
-    return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    millis = int(statement_timeout.total_seconds() * 1000) if statement_timeout else 0
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        # Set at connect time (no round trip per transaction); the server enforces it even
+        # when the client has gone.
+        connect_args={"options": f"-c statement_timeout={millis}"} if millis > 0 else {},
     )
+    if millis > 0:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin_pg(conn: Any) -> None:
+            if _unbounded.get():
+                conn.connection.dbapi_connection.execute("SET LOCAL statement_timeout = 0")
+
+    return engine
 
 
 class Database:
@@ -146,7 +210,7 @@ class Database:
         try:
             # One connection for the whole unit of work, so every transaction it begins (after
             # a service's commit, too) is BEGIN IMMEDIATE on SQLite when it writes.
-            with self.engine.connect() as conn:
+            with _timeouts_answered(), self.engine.connect() as conn:
                 if serialise:
                     conn.execution_options(**{_WRITE: True})
                 current = _Current(conn, write or not self.is_sqlite, self._sessions)
@@ -169,7 +233,7 @@ class Database:
         if outer is not None:
             yield outer.session.connection() if outer._session is not None else outer.conn
             return
-        with self.engine.connect() as conn:
+        with _timeouts_answered(), self.engine.connect() as conn:
             transaction = conn.begin()
             try:
                 yield conn
@@ -190,7 +254,7 @@ class Database:
         if serialise:
             self._sqlite_writer.acquire()
         try:
-            with self.engine.connect() as conn:
+            with _timeouts_answered(), self.engine.connect() as conn:
                 conn.execution_options(**{_WRITE: True})
                 with conn.begin():
                     yield conn

@@ -43,6 +43,9 @@ def upgrade(engine: Engine) -> None:
     cfg = alembic_config(engine)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
+            # Neither the wait for another replica's migration nor a long migration is cut by
+            # the statement timeout of request work (CAIRN_DB_STATEMENT_TIMEOUT).
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")

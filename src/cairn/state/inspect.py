@@ -1,14 +1,21 @@
 """Reading facts out of a Terraform state file without loading it into memory.
 
+Every parse here is bounded: the file is streamed with ijson's *basic* events (no prefixes:
+yajl's prefixed events cost memory quadratic in nesting depth), and nesting deeper than
+``MAX_DEPTH`` is refused (``Invalid``) as soon as it is seen, so a small file of nested ``[``
+costs what any other small file costs.
+
 Terraform (format version 4) writes ``version``, ``terraform_version``, ``serial``,
-``lineage`` and ``outputs`` before ``resources``. ``read_header`` streams the file with ijson
-and stops at ``resources`` once it has those facts, so checking a 100 MB state costs the same
-as checking a small one. ``count_resources`` walks the whole file (done after the upload
-commits, like HCP Terraform's ``resources-processed``).
+``lineage`` and ``outputs`` before ``resources``. ``read_state`` walks the whole file once:
+header, outputs and the count of managed resource instances (HCP Terraform's
+``resources-processed``), so a state that cannot be processed is refused before it is
+committed. ``read_header`` stops at ``resources`` once it has the header (a cheap look);
+``count_resources`` counts only; ``check_json`` checks any JSON document (the JSON state).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +24,16 @@ from typing import IO, Any
 import ijson
 
 from cairn.errors import Invalid
+
+# Deepest nesting of objects and arrays accepted in a state or JSON state. Terraform's own
+# states nest a few levels plus the depth of the values they hold; 256 leaves room for any
+# real value while keeping every parser (ijson, json, the JSON:API encoder) far from its limits.
+MAX_DEPTH = 256
+
+_TOO_DEEP = (
+    f"the {{what}} nests objects and arrays more than {MAX_DEPTH} levels deep; "
+    "cairn refuses it (no Terraform state nests that deep)"
+)
 
 
 @dataclass
@@ -34,6 +51,8 @@ class StateHeader:
     serial: int | None = None
     lineage: str | None = None
     outputs: list[Output] = field(default_factory=list)
+    # Managed resource instances; -1 when not counted (``read_header`` stops early).
+    resource_count: int = -1
 
 
 class _ChunkReader:
@@ -58,63 +77,50 @@ class _ChunkReader:
 
 def as_file(source: bytes | Iterable[bytes] | IO[bytes]) -> Any:
     if isinstance(source, bytes):
-        import io
-
         return io.BytesIO(source)
     if hasattr(source, "read"):
         return source
     return _ChunkReader(source)
 
 
+def read_state(source: bytes | Iterable[bytes] | IO[bytes]) -> StateHeader:
+    """Check a whole state file and read its facts, outputs and resource count. Raises
+    Invalid for anything that is not a Terraform state file cairn can process."""
+    return _checked(_walk(source, early=False, outputs=True))
+
+
 def read_header(source: bytes | Iterable[bytes] | IO[bytes]) -> StateHeader:
-    """Parse the top-level facts and outputs. Raises Invalid for anything that is not a
-    Terraform state file."""
-    head = StateHeader()
-    seen_outputs = False
-    builder: Any = None
-    current: str | None = None
+    """The top-level facts and outputs, reading no further than needed (the rest of the file
+    is not checked). Raises Invalid for anything that is not a Terraform state file."""
+    return _checked(_walk(source, early=True, outputs=True))
+
+
+def count_resources(source: bytes | Iterable[bytes] | IO[bytes]) -> int:
+    """Managed resource instances in the state (what HCP Terraform calls resource-count).
+
+    Counts from parse events, never building a resource in memory (a state may hold one
+    resource with 100 MB of instances). Raises Invalid if the file is not well-formed JSON
+    or nests too deeply."""
+    return _walk(source, early=False, outputs=False).resource_count
+
+
+def check_json(source: bytes | Iterable[bytes] | IO[bytes], what: str = "JSON state") -> None:
+    """Raise Invalid unless ``source`` is one well-formed JSON value nested at most
+    ``MAX_DEPTH`` levels (``what`` names it in the message)."""
+    depth = 0
     try:
-        events = ijson.parse(as_file(source), use_float=True)
-        first = next(events, None)
-        if first is None or first[1] != "start_map":
-            raise Invalid("the state is not a JSON object; upload a Terraform state file")
-        for prefix, event, value in events:
-            if prefix == "" and event == "map_key":
-                if (
-                    value == "resources"
-                    and seen_outputs
-                    and head.serial is not None
-                    and head.lineage
-                ):
-                    break
-                continue
-            if prefix == "" and event == "end_map":
-                break
-            if prefix == "version" and event == "number":
-                head.version = int(value)
-            elif prefix == "terraform_version" and event == "string":
-                head.terraform_version = str(value)[:32]
-            elif prefix == "serial" and event == "number":
-                head.serial = int(value)
-            elif prefix == "lineage" and event == "string":
-                head.lineage = str(value)
-            elif prefix == "outputs":
-                if event in ("start_array", "string", "number", "boolean"):
-                    raise Invalid("'outputs' in the state is not an object")
-                seen_outputs = True
-            elif prefix.startswith("outputs."):
-                top = prefix.count(".") == 1  # the event is about an output object itself
-                if builder is None:
-                    current = prefix.split(".", 2)[1]
-                    if not (top and event == "start_map"):
-                        raise Invalid(f"output {current!r} in the state is not an object")
-                    builder = ijson.ObjectBuilder()
-                builder.event(event, value)
-                if top and event == "end_map":
-                    head.outputs.append(_output(current or "", builder.value))
-                    builder, current = None, None
+        for event, _ in ijson.basic_parse(as_file(source)):
+            if event == "start_map" or event == "start_array":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise Invalid(_TOO_DEEP.format(what=what))
+            elif event == "end_map" or event == "end_array":
+                depth -= 1
     except ijson.JSONError as exc:
-        raise Invalid(f"the state is not valid JSON: {exc}") from None
+        raise Invalid(f"the {what} is not valid JSON: {exc}") from None
+
+
+def _checked(head: StateHeader) -> StateHeader:
     if head.version != 4:
         raise Invalid(
             f"state format version {head.version} is not supported: cairn stores Terraform "
@@ -122,6 +128,117 @@ def read_header(source: bytes | Iterable[bytes] | IO[bytes]) -> StateHeader:
         )
     if head.serial is None or head.serial < 0 or not head.lineage:
         raise Invalid("the state has no valid 'serial' and 'lineage'")
+    return head
+
+
+def _walk(
+    source: bytes | Iterable[bytes] | IO[bytes], *, early: bool, outputs: bool
+) -> StateHeader:
+    """One pass over basic parse events. ``stack`` holds, per open container, the current key
+    of an object or None for an array; its length is the depth."""
+    head = StateHeader()
+    seen_outputs = False
+    builder: Any = None  # building the output named ``out_name``
+    out_name = ""
+    mode, pending, count = "managed", 0, 0  # the resource being read; instances so far
+    stack: list[str | None] = []
+    try:
+        events = ijson.basic_parse(as_file(source), use_float=True)
+        first = next(events, None)
+        if first is None or first[0] != "start_map":
+            raise Invalid("the state is not a JSON object; upload a Terraform state file")
+        stack.append("")
+        for event, value in events:
+            depth = len(stack)
+            if event == "map_key":
+                if (
+                    early
+                    and depth == 1
+                    and value == "resources"
+                    and seen_outputs
+                    and head.serial is not None
+                    and head.lineage
+                ):
+                    return head
+                stack[-1] = value
+                if builder is not None:
+                    builder.event(event, value)
+            elif event == "start_map" or event == "start_array":
+                if depth >= MAX_DEPTH:
+                    raise Invalid(_TOO_DEEP.format(what="state"))
+                top = stack[0]
+                if builder is not None:
+                    builder.event(event, value)
+                elif depth == 1:
+                    if top == "outputs":
+                        if event == "start_array":
+                            raise Invalid("'outputs' in the state is not an object")
+                        seen_outputs = True
+                elif depth == 2:
+                    if top == "outputs":
+                        if event != "start_map":
+                            raise Invalid(f"output {stack[1]!r} in the state is not an object")
+                        if outputs:
+                            out_name = stack[1] or ""
+                            builder = ijson.ObjectBuilder()
+                            builder.event(event, value)
+                    elif top == "resources" and stack[1] is None and event == "start_map":
+                        mode, pending = "managed", 0
+                elif (
+                    depth == 4
+                    and event == "start_map"
+                    and top == "resources"
+                    and stack[1] is None
+                    and stack[2] == "instances"
+                    and stack[3] is None
+                ):
+                    pending += 1
+                stack.append("" if event == "start_map" else None)
+            elif event == "end_map" or event == "end_array":
+                stack.pop()
+                depth -= 1
+                if builder is not None:
+                    builder.event(event, value)
+                    if depth == 2:
+                        head.outputs.append(_output(out_name, builder.value))
+                        builder = None
+                elif (
+                    depth == 2
+                    and event == "end_map"
+                    and stack[0] == "resources"
+                    and stack[1] is None
+                    and mode == "managed"
+                ):
+                    count += pending
+            elif builder is not None:
+                builder.event(event, value)
+            elif depth == 1:
+                key = stack[0]
+                if key == "version" and event == "number":
+                    head.version = int(value)
+                elif key == "terraform_version" and event == "string":
+                    head.terraform_version = str(value)[:32]
+                elif key == "serial" and event == "number":
+                    head.serial = int(value)
+                elif key == "lineage" and event == "string":
+                    head.lineage = str(value)
+                elif key == "outputs":
+                    if event != "null":
+                        raise Invalid("'outputs' in the state is not an object")
+                    seen_outputs = True
+            elif depth == 2 and stack[0] == "outputs":
+                raise Invalid(f"output {stack[1]!r} in the state is not an object")
+            elif (
+                depth == 3
+                and event == "string"
+                and stack[2] == "mode"
+                and stack[0] == "resources"
+                and stack[1] is None
+            ):
+                mode = str(value)
+    except ijson.JSONError as exc:
+        raise Invalid(f"the state is not valid JSON: {exc}") from None
+    head.resource_count = count
     return head
 
 
@@ -134,30 +251,6 @@ def _output(name: str, raw: Any) -> Output:
         type=raw.get("type", "string"),
         sensitive=bool(raw.get("sensitive", False)),
     )
-
-
-def count_resources(source: bytes | Iterable[bytes] | IO[bytes]) -> int:
-    """Managed resource instances in the state (what HCP Terraform calls resource-count).
-
-    Counts from parse events, never building a resource in memory (a state may hold one
-    resource with 100 MB of instances). Raises Invalid if the file is not well-formed JSON."""
-    count = 0
-    mode = "managed"
-    pending = 0  # instances seen before the resource's "mode" (key order is not guaranteed)
-    try:
-        for prefix, event, value in ijson.parse(as_file(source)):
-            if prefix == "resources.item":
-                if event == "start_map":
-                    mode, pending = "managed", 0
-                elif event == "end_map" and mode == "managed":
-                    count += pending
-            elif prefix == "resources.item.mode" and event == "string":
-                mode = str(value)
-            elif prefix == "resources.item.instances.item" and event == "start_map":
-                pending += 1
-    except ijson.JSONError as exc:
-        raise Invalid(f"the state is not valid JSON: {exc}") from None
-    return count
 
 
 def dumps(value: Any) -> str:

@@ -1,7 +1,11 @@
 """Counting a finalized version's resources after its transaction (HCP Terraform's
-"resources-processed"): small versions before the response, large ones right after it, and
-whatever a crash left uncounted at the next housekeeping pass. Idempotent, so several replicas
-may count the same version."""
+"resources-processed").
+
+Versions are counted before they commit (``inspect.read_state`` checks the whole file), so
+this is for versions committed before that was so: counted by housekeeping, or right away when
+safe-delete needs the count. A version that cannot be processed is marked ``UNPROCESSABLE``
+and never retried; any other failure is logged and the pass moves on to the next version.
+Idempotent, so several replicas may count the same version."""
 
 from __future__ import annotations
 
@@ -18,8 +22,13 @@ from cairn.workspaces.model import Workspace
 
 log = logging.getLogger("cairn.state")
 
-# Versions at most this large are fully processed (resource count) before the response.
+# Uploads larger than this get a count after the response (``state.api``): a no-op for
+# versions counted when checked, which is every version committed since.
 SYNC_PROCESS_LIMIT = 8 * 1024 * 1024
+
+# StateVersion.resource_count before counting, and once counting has failed for good.
+UNCOUNTED = -1
+UNPROCESSABLE = -2
 
 
 class ResourceCounter:
@@ -35,7 +44,7 @@ class ResourceCounter:
                 sv is None
                 or sv.status != "finalized"
                 or sv.sha256 is None
-                or sv.resource_count >= 0
+                or sv.resource_count != UNCOUNTED
             ):
                 return
             digest = sv.sha256
@@ -43,23 +52,28 @@ class ResourceCounter:
             count = inspect.count_resources(self._blobs.iter_chunks(digest))
         except Invalid as exc:
             log.warning(
-                "state version could not be processed",
-                extra={"state_version": sv_id, "error": str(exc)},
+                "state version cannot be processed; marked and skipped from now on",
+                extra={"state_version": sv_id, "error": exc.detail},
             )
-            count = 0
+            self._store(sv_id, UNPROCESSABLE)
+            return
+        self._store(sv_id, count)
+
+    def _store(self, sv_id: str, count: int) -> None:
         with self._db.unit_of_work(write=True) as s:
             s.execute(
                 update(StateVersion)
-                .where(StateVersion.id == sv_id, StateVersion.resource_count < 0)
+                .where(StateVersion.id == sv_id, StateVersion.resource_count == UNCOUNTED)
                 .values(resource_count=count)
                 .execution_options(synchronize_session=False)
             )
-            s.execute(
-                update(Workspace)
-                .where(Workspace.current_state_version_id == sv_id)
-                .values(resource_count=count)
-                .execution_options(synchronize_session=False)
-            )
+            if count >= 0:  # an unprocessable version leaves the workspace's count as it was
+                s.execute(
+                    update(Workspace)
+                    .where(Workspace.current_state_version_id == sv_id)
+                    .values(resource_count=count)
+                    .execution_options(synchronize_session=False)
+                )
             s.commit()
 
     def process_current(self, ws_id: str) -> None:
@@ -71,15 +85,22 @@ class ResourceCounter:
             self.process(current)
 
     def process_pending(self) -> int:
-        """Process every finalized version not yet counted (after a crash or restart)."""
+        """Process every finalized version not yet counted (after a crash or restart). One
+        version that fails is logged and skipped: it never stops the pass (or the server)."""
         with self._db.unit_of_work() as s:
             todo = list(
                 s.scalars(
                     select(StateVersion.id).where(
-                        StateVersion.status == "finalized", StateVersion.resource_count < 0
+                        StateVersion.status == "finalized",
+                        StateVersion.resource_count == UNCOUNTED,
                     )
                 )
             )
         for sv_id in todo:
-            self.process(sv_id)
+            try:
+                self.process(sv_id)
+            except Exception:
+                log.exception(
+                    "state version could not be processed", extra={"state_version": sv_id}
+                )
         return len(todo)

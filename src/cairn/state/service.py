@@ -25,7 +25,7 @@ from cairn.errors import Conflict, Invalid, NotFound
 from cairn.paging import Page
 from cairn.state import inspect, store
 from cairn.state.model import StateVersion, StateVersionOutput
-from cairn.state.processing import SYNC_PROCESS_LIMIT, ResourceCounter
+from cairn.state.processing import SYNC_PROCESS_LIMIT, UNPROCESSABLE, ResourceCounter
 from cairn.state.store import LostRace, NewVersion, VersionView
 from cairn.workspaces import store as workspaces
 
@@ -120,8 +120,18 @@ class StateService:
                 f"md5 {new.md5} does not match the uploaded state (its MD5 is {md5})",
                 pointer="/data/attributes/md5",
             )
-        header = inspect.read_header(new.state)
+        # The whole file is checked (and its resources counted) before anything is stored: a
+        # state cairn cannot process is never committed.
+        try:
+            header = inspect.read_state(new.state)
+        except Invalid as exc:
+            raise Invalid(exc.detail, pointer="/data/attributes/state") from None
         store.check_header(header, new)
+        if new.json_state is not None:
+            try:
+                inspect.check_json(new.json_state)
+            except Invalid as exc:
+                raise Invalid(exc.detail, pointer="/data/attributes/json-state") from None
         # Blobs are written and verified before the row's transaction.
         writer = self._blobs.writer(max_size=self._max)
         writer.write(new.state)
@@ -147,8 +157,6 @@ class StateService:
                 return store.view(s, org, ws, same)
         if same_view is not None:
             return same_view
-        if ref.size <= SYNC_PROCESS_LIMIT:
-            self._counter.process(sv_id)
         return self.get(caller, sv_id)
 
     def _insert_finalized(
@@ -228,6 +236,18 @@ class StateService:
             cur = s.get(StateVersion, ws.current_state_version_id)
             assert cur is not None and target.sha256 is not None
             digest = target.sha256
+            unprocessable = target.resource_count == UNPROCESSABLE
+        # Checked (bounded) before it is loaded: a version committed before cairn checked
+        # whole states may nest too deeply to load.
+        try:
+            if unprocessable:
+                raise Invalid("its state could not be processed")
+            inspect.check_json(self._blobs.iter_chunks(digest), what="state")
+        except Invalid as exc:
+            raise Invalid(
+                f"state version {target_id} cannot be rolled back to: {exc.detail}",
+                pointer="/data/relationships/rollback-state-version",
+            ) from None
         # A state file carries its own serial; Terraform would refuse a file older than the
         # server's, so the rolled-back content gets the next serial.
         state = json.loads(b"".join(self._blobs.iter_chunks(digest)))

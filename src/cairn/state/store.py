@@ -212,6 +212,8 @@ def _finalize_rows(
         finalized_at=now,
         upload_nonce=None,
     )
+    if header.resource_count >= 0:  # counted while the whole file was checked
+        values.update(resource_count=header.resource_count)
     if json_ref is not None:
         values.update(json_sha256=json_ref.sha256, json_size=json_ref.size)
     finalized = s.execute(
@@ -223,6 +225,7 @@ def _finalize_rows(
     if affected(finalized) != 1:
         raise Conflict("this upload URL has already been used; create a new state version")
     prev = ws.current_state_version_id
+    counted = {"resource_count": header.resource_count} if header.resource_count >= 0 else {}
     moved = s.execute(
         update(Workspace)
         .where(
@@ -232,7 +235,7 @@ def _finalize_rows(
             if prev is None
             else Workspace.current_state_version_id == prev,
         )
-        .values(current_state_version_id=sv.id, updated_at=now)
+        .values(current_state_version_id=sv.id, updated_at=now, **counted)
         .execution_options(synchronize_session=False)
     )
     if affected(moved) != 1:

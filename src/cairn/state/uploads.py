@@ -1,7 +1,8 @@
 """The hosted (two-step) state upload: a pending version gets signed, single-use upload URLs
 (``tfeapi.signed``); a PUT to one streams the bytes into the blob store, checks them against
-the version's MD5 and state header, then finalizes the version in one transaction with the
-same rules as an inline upload (``state.store.finalize``).
+the version's MD5 and reads the whole state (header, depth, resource count), then finalizes
+the version in one transaction with the same rules as an inline upload
+(``state.store.finalize``). A JSON state is checked (well-formed, bounded depth) the same way.
 
 A URL is bound to its version (the signature covers the version's ID), its kind (``state`` or
 ``json``) and a random nonce stored on the row and cleared when used, so it works once; it
@@ -25,7 +26,7 @@ from cairn.errors import Conflict, Invalid, NotFound, Unauthorized
 from cairn.organizations.model import Organization
 from cairn.state import inspect, store
 from cairn.state.model import StateVersion
-from cairn.state.processing import SYNC_PROCESS_LIMIT, ResourceCounter
+from cairn.state.processing import ResourceCounter
 from cairn.tfeapi.signed import Signer
 from cairn.workspaces.model import Workspace
 
@@ -101,6 +102,7 @@ class HostedUploads:
         sv_id, kind, nonce, sv = upload.sv_id, upload.kind, upload.nonce, upload.sv
         ref = upload.writer.commit()
         if kind == "json":
+            inspect.check_json(self._blobs.iter_chunks(ref.sha256))
             with self._db.unit_of_work(write=True) as s:
                 n = affected(
                     s.execute(
@@ -119,7 +121,9 @@ class HostedUploads:
                 f"the uploaded bytes have MD5 {ref.md5}, but the state version was created "
                 f"with md5 {sv.md5}; nothing was changed"
             )
-        header = inspect.read_header(self._blobs.iter_chunks(ref.sha256))
+        # The whole file is checked (and its resources counted) before the version is
+        # finalized: a state cairn cannot process is never committed.
+        header = inspect.read_state(self._blobs.iter_chunks(ref.sha256))
         store.check_header(header, store.NewVersion(sv.serial, sv.md5, sv.lineage, sv.force, None))
         with self._db.unit_of_work(write=True) as s:
             fresh = s.get(StateVersion, sv_id)
@@ -148,6 +152,4 @@ class HostedUploads:
             actor = Actor(creator_id, creator.username if creator else "", source)
             store.audit_version(s, now, actor, org, ws, sv)
             s.commit()
-        if ref.size <= SYNC_PROCESS_LIMIT:
-            self._counter.process(sv_id)
         return ref.size

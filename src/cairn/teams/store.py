@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from cairn import ids
 from cairn.auth.model import ApiToken, User
 from cairn.authz.model import Grant, Role, Team, TeamMembership
 from cairn.db.engine import affected
@@ -113,8 +114,12 @@ def membership(s: Session, team_id: str, user_id: str) -> TeamMembership | None:
 
 
 def user(s: Session, name_or_id: str) -> User | None:
-    """A user by username or by ID."""
-    return s.scalar(select(User).where((User.username == name_or_id) | (User.id == name_or_id)))
+    """A user by ID when ``name_or_id`` has the shape of a user ID, else by username — never
+    both, so a user named like another user's ID (created before usernames were kept from
+    looking like IDs) cannot be taken for that user."""
+    if ids.looks_like("user", name_or_id):
+        return s.scalar(select(User).where(User.id == name_or_id))
+    return s.scalar(select(User).where(User.username == name_or_id))
 
 
 def users(s: Session) -> list[User]:

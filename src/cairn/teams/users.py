@@ -33,6 +33,13 @@ class UserAdmin:
                 "organization and team tokens",
                 pointer="/username",
             )
+        if ids.looks_like_any(username):
+            raise Invalid(
+                f"username {username!r} has the shape of a cairn ID (like user-…): the API "
+                "takes a username or a user ID in the same place, so a username may not look "
+                "like an ID",
+                pointer="/username",
+            )
         with self._db.unit_of_work(write=True) as s:
             user = User(
                 id=ids.new_id("user"),

@@ -123,17 +123,42 @@ class Document:
         return str(data["id"])
 
 
+# Deepest nesting of objects and arrays accepted in a request body: a JSON:API document is
+# a few levels deep plus the values of its attributes.
+MAX_BODY_DEPTH = 64
+_TOO_DEEP = (
+    f"the request body nests objects and arrays more than {MAX_BODY_DEPTH} levels deep; "
+    "no JSON:API document cairn reads does"
+)
+
+
 def parse_json(raw: bytes) -> Any:
+    """A request body's JSON, nested at most ``MAX_BODY_DEPTH`` levels (400 otherwise)."""
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON:API document")
     try:
-        return json.loads(raw)
+        # The decoder itself stops at the interpreter's recursion limit, long before memory
+        # matters; the bound below is the one cairn promises.
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise BadRequest(
-            "the request body is nested too deeply to be a JSON:API document"
-        ) from None
+        raise BadRequest(_TOO_DEEP) from None
+    if _deeper_than(body, MAX_BODY_DEPTH):
+        raise BadRequest(_TOO_DEEP)
+    return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers more than ``limit`` levels (no recursion)."""
+    todo: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        todo.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def parse_document(

@@ -119,7 +119,9 @@ class WorkspaceService:
             ws = Workspace(
                 id=ids.new_id("workspace"),
                 organization_id=org.id,
-                project_id=store.project_id(s, org, change.project_id),
+                project_id=store.placement(
+                    s, caller, org, change.project_id, doing="create workspaces in"
+                ),
                 name=name,
                 description=change.description or "",
                 execution_mode=change.execution_mode or org.default_execution_mode,
@@ -158,8 +160,12 @@ class WorkspaceService:
                 value = getattr(change, attr)
                 if value is not None:
                     setattr(ws, attr, value)
-            if change.project_id is not None:
-                ws.project_id = store.project_id(s, org, change.project_id)
+            if change.project_id is not None and change.project_id != ws.project_id:
+                moved_to = store.placement(
+                    s, caller, org, change.project_id, doing="move workspaces into"
+                )
+                store.leave_project(s, caller, org, ws)
+                ws.project_id = moved_to
             ws.updated_at = self._clock.now()
             taken = f"{org.name}/{change.name}"  # read before a failed flush spoils the objects
             try:

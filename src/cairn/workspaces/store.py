@@ -46,6 +46,11 @@ class ListFilter:
     sort: str = "name"
 
 
+# search[tags] / search[exclude-tags]: how many tags one list request may name (go-tfe and
+# Terraform send a handful), and how long each may be (the longest tag name).
+MAX_SEARCH_TAGS = 50
+MAX_SEARCH_TAG_LENGTH = 255
+
 SORTS: dict[str, Any] = {
     "name": Workspace.name.asc(),
     "-name": Workspace.name.desc(),
@@ -166,23 +171,46 @@ def _filtered(stmt: Select[Any], org: Organization, flt: ListFilter) -> Select[A
         stmt = stmt.where(Workspace.name.like(_wildcard(flt.wildcard), escape="\\"))
     if flt.project_id:
         stmt = stmt.where(Workspace.project_id == flt.project_id)
-    for tag in flt.tags:
+    tags = _search_tags(flt.tags, "search[tags]")
+    if tags:
+        # One IN for all tags: the workspaces holding every one of them (a workspace's tags
+        # are distinct, so holding all n is having n of them), whatever the number of tags.
         stmt = stmt.where(
             Workspace.id.in_(
                 select(WorkspaceTag.workspace_id)
                 .join(Tag, Tag.id == WorkspaceTag.tag_id)
-                .where(Tag.organization_id == org.id, Tag.name == tag)
+                .where(Tag.organization_id == org.id, Tag.name.in_(tags))
+                .group_by(WorkspaceTag.workspace_id)
+                .having(func.count() == len(tags))
             )
         )
-    if flt.exclude_tags:
+    excluded = _search_tags(flt.exclude_tags, "search[exclude-tags]")
+    if excluded:
         stmt = stmt.where(
             Workspace.id.not_in(
                 select(WorkspaceTag.workspace_id)
                 .join(Tag, Tag.id == WorkspaceTag.tag_id)
-                .where(Tag.organization_id == org.id, Tag.name.in_(flt.exclude_tags))
+                .where(Tag.organization_id == org.id, Tag.name.in_(excluded))
             )
         )
     return stmt
+
+
+def _search_tags(values: list[str], parameter: str) -> list[str]:
+    """The distinct tags of a search parameter, refused (400) beyond the limits."""
+    if len(values) > MAX_SEARCH_TAGS:
+        raise BadRequest(
+            f"{parameter} names {len(values)} tags; at most {MAX_SEARCH_TAGS} are allowed",
+            parameter=parameter,
+        )
+    for value in values:
+        if len(value) > MAX_SEARCH_TAG_LENGTH:
+            raise BadRequest(
+                f"{parameter} holds a tag of {len(value)} characters; a tag has at most "
+                f"{MAX_SEARCH_TAG_LENGTH}",
+                parameter=parameter,
+            )
+    return sorted(set(values))
 
 
 def _wildcard(pattern: str) -> str:
@@ -192,23 +220,44 @@ def _wildcard(pattern: str) -> str:
     return escaped.replace("*", "%")
 
 
-def project_id(s: Session, org: Organization, wanted: str | None) -> str:
-    """The project a workspace goes into: ``wanted`` if it is one of ``org``'s, else the
-    organization's default project when none is named."""
+def project_target(org: Organization, prj: Project) -> authz.Project:
+    """The project as the authorizer sees it."""
+    return authz.Project(org.id, org.name, prj.id, prj.name, prj.is_default)
+
+
+def placement(
+    s: Session, caller: Subject, org: Organization, wanted: str | None, *, doing: str
+) -> str:
+    """The project a workspace goes into, if the caller may place workspaces there
+    (``authz.require_placement``): ``wanted`` if it is one of ``org``'s, else the
+    organization's default project when none is named. A project the caller may not read is
+    answered as one that does not exist (no existence leak)."""
     if wanted is None:
         found = orgs.default_project_id(s, org.id)
         if found is None:
             raise Conflict(f"organization {org.name!r} has no default project")
         return found
-    found = s.scalar(
-        select(Project.id).where(Project.organization_id == org.id, Project.id == wanted)
+    prj = s.scalar(select(Project).where(Project.organization_id == org.id, Project.id == wanted))
+    # The default project is where the caller's workspaces go anyway (its ID is in their
+    # documents): naming it is like naming none.
+    hidden = prj is not None and not (
+        prj.is_default or authz.allowed(caller, WORKSPACE_READ, project_target(org, prj))
     )
-    if found is None:
+    if prj is None or hidden:
         raise Invalid(
             f"project {wanted!r} does not exist in organization {org.name!r}",
             pointer="/data/relationships/project",
         )
-    return found
+    authz.require_placement(caller, project_target(org, prj), doing=doing)
+    return prj.id
+
+
+def leave_project(s: Session, caller: Subject, org: Organization, ws: Workspace) -> None:
+    """Refuse to take ``ws`` out of its project unless the caller may place workspaces there
+    (moving a workspace takes rights on both projects, as in HCP Terraform)."""
+    prj = s.get(Project, ws.project_id)
+    if prj is not None:
+        authz.require_placement(caller, project_target(org, prj), doing="move workspaces out of")
 
 
 def count_locked(s: Session, org_id: str) -> int:
