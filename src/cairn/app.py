@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -42,7 +43,7 @@ from cairn.crypto import Keyring, load_or_create_secret
 from cairn.db import meta
 from cairn.db.engine import Database, make_engine, no_statement_timeout
 from cairn.db.notify import Listener
-from cairn.errors import ApiError, MethodNotAllowed, NotFound, SecretKeyMismatch
+from cairn.errors import ApiError, Invalid, MethodNotAllowed, NotFound, SecretKeyMismatch
 from cairn.identity import api as identity_api
 from cairn.identity.discovery import check_issuer
 from cairn.identity.errors import IdentityConfigError
@@ -332,6 +333,23 @@ def create_app(services: Services) -> Starlette:
         assert isinstance(exc, ApiError)
         return error_response(exc)
 
+    async def refused_value(request: Request, exc: Exception) -> Response:
+        # A value the database refused (PostgreSQL: a NUL byte inside a state file, a number
+        # out of range); the edge refuses such input in documents and parameters first. The
+        # transaction is already rolled back. Only the driver's error class is logged: its
+        # message may quote the value, and the engine hides statement parameters.
+        assert isinstance(exc, DataError)
+        log.warning(
+            "the database refused a value",
+            extra={
+                "path": request.url.path.split("/hosted-upload/")[0],
+                "error": type(exc.orig).__name__,
+            },
+        )
+        return error_response(
+            Invalid("the request holds a value the database cannot store (such as a NUL byte)")
+        )
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception(
             "unhandled error", extra={"path": request.url.path.split("/hosted-upload/")[0]}
@@ -362,7 +380,12 @@ def create_app(services: Services) -> Starlette:
 
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error, ApiError: api_error, Exception: unexpected},
+        exception_handlers={
+            HTTPException: http_error,
+            ApiError: api_error,
+            DataError: refused_value,
+            Exception: unexpected,
+        },
         lifespan=lifespan,
     )
     app.state.pipeline = Pipeline(

@@ -11,6 +11,19 @@ import re
 
 from cairn.errors import Invalid
 
+# Characters no text column can hold: PostgreSQL text refuses NUL, and a lone surrogate (JSON
+# "\ud800") cannot be encoded as UTF-8 for either database.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (a NUL byte or a lone surrogate), or None."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    return "a NUL byte" if found.group() == "\x00" else "an unpaired surrogate"
+
+
 _SLUG = re.compile(r"^[A-Za-z0-9_-]+$")
 _PROJECT = re.compile(r"^[A-Za-z0-9 _-]+$")
 

@@ -7,7 +7,8 @@ from typing import Final
 
 from cairn.authz.permissions import (
     ALL_PERMISSIONS,
-    ORG_MANAGE,
+    ORG_MANAGE_ACCESS,
+    ORG_MANAGE_MEMBERSHIP,
     PUBLIC_PERMISSIONS,
     RUN_APPLY,
     RUN_PLAN,
@@ -31,14 +32,17 @@ BUILTIN_ROLES: Final[dict[str, frozenset[str]]] = {
 }
 TFE_ACCESS_LEVELS: Final = ("read", "plan", "write", "admin")
 
-# TFE team organization-access flags → permissions on every workspace of the organization.
+# TFE team organization-access flags → permissions in the organization (on every workspace of it
+# for the workspace flags). As HCP Terraform documents them: manage-membership adds people to
+# teams and removes them; manage-organization-access changes teams' organization access and
+# implies manage-membership. Neither is org:manage: no workspace, project, setting or token.
 ORG_ACCESS_FLAGS: Final[dict[str, frozenset[str]]] = {
     "read-workspaces": READ,
     "read-projects": READ,
     "manage-workspaces": ADMIN,
     "manage-projects": ADMIN,
-    "manage-membership": frozenset({ORG_MANAGE}),
-    "manage-organization-access": frozenset({ORG_MANAGE}),
+    "manage-membership": frozenset({ORG_MANAGE_MEMBERSHIP}),
+    "manage-organization-access": frozenset({ORG_MANAGE_ACCESS, ORG_MANAGE_MEMBERSHIP}),
 }
 OWNERS_TEAM: Final = "owners"
 

@@ -120,6 +120,9 @@ def make_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
             pool_size=pool_size,
+            # Statement parameters (state outputs, token hashes, emails) never appear in an
+            # exception's message, so never in a log line.
+            hide_parameters=True,
             max_overflow=pool_size,
         )
 
@@ -152,6 +155,7 @@ def make_engine(
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        hide_parameters=True,  # never statement parameters in exceptions or logs
         # Set at connect time (no round trip per transaction); the server enforces it even
         # when the client has gone.
         connect_args={"options": f"-c statement_timeout={millis}"} if millis > 0 else {},

@@ -28,9 +28,9 @@ def team_doc(v: TeamView) -> dict[str, Any]:
             "allow-member-token-management": True,
             "organization-access": {flag: flag in flags for flag in ORG_ACCESS_FLAGS},
             "permissions": {
-                "can-update-membership": manage,
+                "can-update-membership": v.membership,
                 "can-destroy": manage and t.name != OWNERS_TEAM,
-                "can-update-organization-access": manage,
+                "can-update-organization-access": v.access,
                 "can-update-api-token": manage,
                 "can-update-visibility": manage,
                 "can-update-name": manage and t.name != OWNERS_TEAM,

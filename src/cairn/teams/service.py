@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from cairn import ids
 from cairn.audit.log import Actor, record
 from cairn.authz.model import Team, TeamMembership
+from cairn.authz.permissions import ORG_MANAGE_ACCESS, ORG_MANAGE_MEMBERSHIP
 from cairn.authz.roles import ORG_ACCESS_FLAGS, OWNERS_TEAM
 from cairn.authz.subject import Subject
 from cairn.clock import Clock
@@ -25,7 +26,18 @@ from cairn.organizations.model import Organization
 from cairn.paging import Page
 from cairn.teams import store
 from cairn.teams.grants import GrantView
-from cairn.teams.targets import managed_org, managed_team, may_manage, readable_org, visible_team
+from cairn.teams.targets import (
+    managed_org,
+    managed_team,
+    may_manage,
+    may_manage_access,
+    may_manage_membership,
+    readable_org,
+    require_manage,
+    require_may_give,
+    require_on_team,
+    visible_team,
+)
 
 __all__ = ["GrantView", "TeamService", "TeamView"]
 
@@ -34,12 +46,16 @@ MEMBERSHIP_MANUAL = "manual"  # TeamMembership.source of a member added through 
 
 @dataclass
 class TeamView:
-    """A team with its organization, its members' IDs, and whether the caller may manage it."""
+    """A team with its organization, its members' IDs, and whether the caller may manage it
+    (``manage``: everything, ``org:manage``), change its members (``membership``) or its
+    organization access (``access``)."""
 
     team: Team
     org: Organization
     member_ids: list[str]
     manage: bool = False
+    membership: bool = False
+    access: bool = False
 
 
 def actor(caller: Subject, source: str) -> Actor:
@@ -66,12 +82,13 @@ class TeamService:
         them when ``page`` is given, and their total."""
         with self._db.unit_of_work() as s:
             org = readable_org(s, caller, org_name)
-            manage = may_manage(caller, org)
-            # As in HCP Terraform: secret teams are visible to their members only.
-            secret_of = None if manage else caller.access.team_ids
+            # As in HCP Terraform: secret teams are visible to their members only (and to
+            # those who manage the organization or its teams' membership).
+            every = may_manage(caller, org) or may_manage_membership(caller, org)
+            secret_of = None if every else caller.access.team_ids
             teams, total = store.teams(s, org.id, secret_of=secret_of, names=names, page=page)
             members = store.member_ids(s, [t.id for t in teams])
-            return [TeamView(t, org, members[t.id], manage) for t in teams], total
+            return [self._view_of(caller, org, t, members[t.id]) for t in teams], total
 
     def get_team(self, caller: Subject, team_id: str) -> TeamView:
         with self._db.unit_of_work() as s:
@@ -120,7 +137,7 @@ class TeamService:
                 idp_group=idp_group,
             )
             s.commit()
-            return TeamView(team, org, [], True)
+            return TeamView(team, org, [], True, membership=True, access=True)
 
     def update_team(
         self,
@@ -135,7 +152,21 @@ class TeamService:
         source: str,
     ) -> TeamView:
         with self._db.unit_of_work(write=True) as s:
-            org, team = managed_team(s, caller, team_id)
+            org, team = visible_team(s, caller, team_id)
+            # Settings (name, SSO team, visibility) are the managers'; the organization access
+            # may also be changed with org:manage-access (TFE's manage-organization-access).
+            # Values sent unchanged need nothing (clients send every attribute back).
+            if (
+                (name is not None and name != team.name)
+                or ((idp_group is not None or clear_idp_group) and idp_group != team.idp_group)
+                or (visibility is not None and visibility != team.visibility)
+            ):
+                require_manage(caller, org)
+            if org_access is not None:
+                require_on_team(caller, org, team, ORG_MANAGE_ACCESS)
+                flags = _check_flags(org_access)
+                old = set(filter(None, team.organization_access.split(",")))
+                require_may_give(caller, org, set(flags) - old)
             where = f"{org.name}/{team.name}"
             if name is not None and name != team.name:
                 if team.name == OWNERS_TEAM:
@@ -144,7 +175,7 @@ class TeamService:
                     )
                 team.name = check_slug("team", name, max_len=100)
             if org_access is not None:
-                team.organization_access = ",".join(_check_flags(org_access))
+                team.organization_access = ",".join(flags)
             if idp_group is not None or clear_idp_group:
                 team.idp_group = idp_group
             if visibility is not None:
@@ -192,7 +223,8 @@ class TeamService:
     ) -> TeamView:
         """Add (or remove) people by username or ID; the owners team keeps one member."""
         with self._db.unit_of_work(write=True) as s:
-            org, team = managed_team(s, caller, team_id)
+            org, team = visible_team(s, caller, team_id)
+            require_on_team(caller, org, team, ORG_MANAGE_MEMBERSHIP)
             for i, name in enumerate(users):
                 user = store.user(s, name)
                 if user is None:
@@ -218,9 +250,22 @@ class TeamService:
             s.commit()
             return self._view(s, caller, org, team)
 
+    @classmethod
+    def _view(cls, s: Session, caller: Subject, org: Organization, team: Team) -> TeamView:
+        return cls._view_of(caller, org, team, store.member_ids(s, [team.id])[team.id])
+
     @staticmethod
-    def _view(s: Session, caller: Subject, org: Organization, team: Team) -> TeamView:
-        return TeamView(team, org, store.member_ids(s, [team.id])[team.id], may_manage(caller, org))
+    def _view_of(caller: Subject, org: Organization, team: Team, members: list[str]) -> TeamView:
+        manage = may_manage(caller, org)
+        mine = team.name != OWNERS_TEAM  # the owners team is the owners' alone
+        return TeamView(
+            team,
+            org,
+            members,
+            manage,
+            membership=manage or (mine and may_manage_membership(caller, org)),
+            access=manage or (mine and may_manage_access(caller, org)),
+        )
 
 
 def _check_flags(flags: list[str]) -> list[str]:

@@ -9,8 +9,15 @@ from sqlalchemy.orm import Session
 
 from cairn import authz
 from cairn.authz.model import Team
-from cairn.authz.permissions import ORG_MANAGE, ORG_READ
+from cairn.authz.permissions import (
+    ORG_MANAGE,
+    ORG_MANAGE_ACCESS,
+    ORG_MANAGE_MEMBERSHIP,
+    ORG_READ,
+)
+from cairn.authz.roles import ORG_ACCESS_FLAGS, OWNERS_TEAM
 from cairn.authz.subject import Subject
+from cairn.errors import Forbidden
 from cairn.organizations import store as orgs
 from cairn.organizations.model import Organization
 from cairn.teams import store
@@ -45,11 +52,50 @@ def may_manage(caller: Subject, org: Organization) -> bool:
     return authz.allowed(caller, ORG_MANAGE, org_target(org))
 
 
-def may_see_team(caller: Subject, org: Organization, team: Team) -> bool:
-    """As in HCP Terraform: managers see every team; others in the organization see the
-    teams visible to the organization and the secret teams they belong to."""
+def may_manage_membership(caller: Subject, org: Organization) -> bool:
+    """``org:manage-membership`` (TFE's manage-membership, or manage-organization-access)."""
+    return authz.allowed(caller, ORG_MANAGE_MEMBERSHIP, org_target(org))
+
+
+def may_manage_access(caller: Subject, org: Organization) -> bool:
+    """``org:manage-access`` (TFE's manage-organization-access)."""
+    return authz.allowed(caller, ORG_MANAGE_ACCESS, org_target(org))
+
+
+def require_on_team(caller: Subject, org: Organization, team: Team, permission: str) -> None:
+    """Raise unless the caller may change ``team`` with ``permission`` (membership or
+    organization access). The owners team is the owners' alone (``org:manage``): as in HCP
+    Terraform, neither manage-membership nor manage-organization-access reaches it."""
     target = org_target(org)
-    if authz.allowed(caller, ORG_MANAGE, target):
+    if team.name == OWNERS_TEAM:
+        authz.require(caller, ORG_MANAGE, target, doing="change the owners team of")
+    else:
+        authz.require(caller, permission, target, doing="manage access in")
+
+
+def require_may_give(caller: Subject, org: Organization, flags: set[str]) -> None:
+    """Raise unless the caller holds, organization-wide, every right that the organization-
+    access ``flags`` being added give: with ``org:manage-access`` alone one changes teams'
+    access within one's own rights, and cannot make oneself (or anyone) a workspace admin."""
+    if may_manage(caller, org):
+        return
+    held = authz.permissions(caller, org.id)
+    beyond = sorted(f for f in flags if not ORG_ACCESS_FLAGS.get(f, frozenset()) <= held)
+    if beyond:
+        raise Forbidden(
+            f"you may not give organization access {', '.join(beyond)} in "
+            f"{org_target(org).label}: that needs the rights it gives (or {ORG_MANAGE})"
+        )
+
+
+def may_see_team(caller: Subject, org: Organization, team: Team) -> bool:
+    """As in HCP Terraform: managers (and those who manage membership) see every team;
+    others in the organization see the teams visible to the organization and the secret teams
+    they belong to."""
+    target = org_target(org)
+    if authz.allowed(caller, ORG_MANAGE, target) or authz.allowed(
+        caller, ORG_MANAGE_MEMBERSHIP, target
+    ):
         return True
     return authz.allowed(caller, ORG_READ, target) and (
         team.visibility == "organization" or team.id in caller.access.team_ids

@@ -43,7 +43,8 @@ from starlette.routing import Route
 from cairn.audit.lane import AuditedLane
 from cairn.authz.subject import Subject
 from cairn.db.engine import Database
-from cairn.errors import ApiError, PayloadTooLarge, Unauthorized
+from cairn.errors import ApiError, BadRequest, PayloadTooLarge, Unauthorized
+from cairn.names import unstorable
 from cairn.tfeapi.jsonapi import Document, error_response, parse_document
 
 log = logging.getLogger("cairn.api")
@@ -128,7 +129,12 @@ class Call:
         """For ``stream`` handlers that read the body themselves: its chunks, refusing more
         than ``limit`` bytes."""
         declared = self.request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
         size = 0
         async for chunk in self.request.stream():
@@ -148,7 +154,7 @@ async def _read_body(request: Request, limit: int) -> bytes | PayloadTooLarge:
         return b""
     too_large = PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         return too_large
     chunks: list[bytes] = []
     size = 0
@@ -200,6 +206,7 @@ def endpoint(
             credential = authenticator.credential(request) if authenticator else None
             if authenticator is not None and credential is None:
                 raise authenticator.missing()
+            _check_parameters(request)
             writes = request.method in _BODY_METHODS if write is None else write
             if executor == "stream":
                 call = Call(request, pipeline, b"")
@@ -225,6 +232,27 @@ def endpoint(
 
     run.__name__ = handler.__name__
     return run
+
+
+def _check_parameters(request: Request) -> None:
+    """Path and query parameters that no database column can hold (a NUL byte, a lone
+    surrogate) are a 400 naming the parameter, before any handler sees them."""
+    for name, value in request.path_params.items():
+        why = unstorable(str(value))
+        if why is not None:
+            raise BadRequest(
+                f"path parameter '{name}' contains {why}, which cairn cannot store",
+                parameter=name,
+            )
+    for name, value in request.query_params.multi_items():
+        why = unstorable(name) or unstorable(value)
+        if why is not None:
+            # A name that itself holds the character is shown escaped.
+            shown = name if unstorable(name) is None else name.encode("unicode_escape").decode()
+            raise BadRequest(
+                f"query parameter '{shown}' contains {why}, which cairn cannot store",
+                parameter=shown,
+            )
 
 
 def _nothing(call: Call) -> None:

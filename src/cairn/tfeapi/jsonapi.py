@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cairn.errors import ApiError, BadRequest, Invalid
+from cairn.names import unstorable
 from cairn.paging import Page
 
 MEDIA_TYPE = "application/vnd.api+json"
@@ -133,7 +134,9 @@ _TOO_DEEP = (
 
 
 def parse_json(raw: bytes) -> Any:
-    """A request body's JSON, nested at most ``MAX_BODY_DEPTH`` levels (400 otherwise)."""
+    """A request body's JSON, nested at most ``MAX_BODY_DEPTH`` levels (400 otherwise), whose
+    strings can all be stored (a NUL byte or a lone surrogate anywhere is a 422 pointing at
+    it: PostgreSQL text cannot hold them)."""
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON:API document")
     try:
@@ -144,21 +147,45 @@ def parse_json(raw: bytes) -> Any:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(_TOO_DEEP) from None
-    if _deeper_than(body, MAX_BODY_DEPTH):
-        raise BadRequest(_TOO_DEEP)
+    _check_body(body, MAX_BODY_DEPTH)
     return body
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests containers more than ``limit`` levels (no recursion)."""
-    todo: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
+def _pointer_token(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _check_body(value: Any, limit: int) -> None:
+    """Refuse ``value`` if it nests containers more than ``limit`` levels (400) or holds a
+    string (member name or value) that cannot be stored (422). No recursion."""
+    todo: list[tuple[Any, int, str]] = [(value, 1, "")]
     while todo:
-        item, depth = todo.pop()
-        children = item.values() if isinstance(item, dict) else item
+        item, depth, pointer = todo.pop()
+        if isinstance(item, str):
+            _check_storable(item, pointer or "/")
+            continue
+        if not isinstance(item, dict | list):
+            continue
         if depth > limit:
-            return True
-        todo.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
+            raise BadRequest(_TOO_DEEP)
+        if isinstance(item, dict):
+            for key, child in item.items():
+                why = unstorable(key)
+                if why is not None:
+                    raise Invalid(
+                        f"a member name at '{pointer or '/'}' contains {why}, which cairn "
+                        "cannot store",
+                        pointer=pointer or "/",
+                    )
+                todo.append((child, depth + 1, f"{pointer}/{_pointer_token(key)}"))
+        else:
+            todo.extend((c, depth + 1, f"{pointer}/{i}") for i, c in enumerate(item))
+
+
+def _check_storable(value: str, pointer: str) -> None:
+    why = unstorable(value)
+    if why is not None:
+        raise Invalid(f"'{pointer}' contains {why}, which cairn cannot store", pointer=pointer)
 
 
 def parse_document(
@@ -220,9 +247,14 @@ def _positive_int(request: Request, name: str, default: int) -> int:
     if not values or values[-1] == "":
         return default
     value = values[-1]
-    if not value.isdigit() or int(value) < 1:
+    # ASCII digits only: str.isdigit() also accepts '²' (which int() refuses) and '٣'.
+    if not (value.isascii() and value.isdigit()):
         raise BadRequest(f"query parameter '{name}' must be a positive integer", parameter=name)
-    return min(int(value), 1_000_000)
+    digits = value.lstrip("0")
+    if not digits:
+        raise BadRequest(f"query parameter '{name}' must be a positive integer", parameter=name)
+    # Capped before int(): Python refuses to convert more than 4,300 digits.
+    return 1_000_000 if len(digits) > 7 else min(int(digits), 1_000_000)
 
 
 def pagination_meta(page: Page, total: int) -> dict[str, Any]:

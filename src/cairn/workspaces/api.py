@@ -122,11 +122,19 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
 
 
 def _lock_reason(raw: bytes) -> str:
+    """The lock's reason from an optional body; a body that is not a JSON:API document
+    (an array, a non-object ``data`` or ``attributes``) is refused before anything is locked."""
     if not raw.strip():
         return ""
     body = parse_json(raw)
-    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", pointer="/")
+    data = body.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise BadRequest("'data' must be an object", pointer="/data")
     attrs = data.get("attributes") if isinstance(data, dict) else None
+    if attrs is not None and not isinstance(attrs, dict):
+        raise Invalid("'data.attributes' must be an object", pointer="/data/attributes")
     value = attrs.get("reason") if isinstance(attrs, dict) else None
     if value is not None and not isinstance(value, str):
         raise Invalid("attribute 'reason' must be a string", pointer="/data/attributes/reason")

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cairn import authz, ids
-from cairn.authz.permissions import ORG_MANAGE, WORKSPACE_WRITE
+from cairn.authz.permissions import ORG_MANAGE, WORKSPACE_READ, WORKSPACE_WRITE
 from cairn.authz.subject import Subject
 from cairn.db.engine import Database
 from cairn.names import check_tag
@@ -95,17 +95,40 @@ class TagService:
     def organization_tags(
         self, caller: Subject, org_name: str, page: Page, q: str | None
     ) -> tuple[list[tuple[Tag, int]], int]:
-        """One page of an organization's tags with their workspace counts, and their total."""
+        """One page of an organization's tags with their workspace counts, and their total.
+
+        Only workspaces the caller may read count (``authz.visible``, in SQL), and a caller
+        without organization-wide read sees only the tags of workspaces they may read: a tag
+        of unreadable workspaces alone (or of none) is not listed to them, so that neither
+        names nor counts leak what they may not see."""
         with self._db.unit_of_work() as s:
             org = orgs.readable(s, caller, org_name)
+            readable = (
+                select(WorkspaceTag.tag_id, WorkspaceTag.workspace_id)
+                .join(Workspace, Workspace.id == WorkspaceTag.workspace_id)
+                .where(
+                    Workspace.organization_id == org.id,
+                    authz.visible(
+                        caller,
+                        WORKSPACE_READ,
+                        org.id,
+                        workspace_id=Workspace.id.expression,
+                        workspace_name=Workspace.name.expression,
+                        dialect=s.get_bind().dialect.name,
+                    ),
+                )
+                .subquery()
+            )
             tags = select(Tag).where(Tag.organization_id == org.id)
+            if not authz.can(caller, WORKSPACE_READ, org.id):
+                tags = tags.where(Tag.id.in_(select(readable.c.tag_id)))
             if q:
                 tags = tags.where(Tag.name.contains(q, autoescape=True))
             total = s.scalar(select(func.count()).select_from(tags.subquery())) or 0
-            count = func.count(WorkspaceTag.workspace_id)
+            count = func.count(readable.c.workspace_id)
             stmt = (
                 tags.add_columns(count)
-                .outerjoin(WorkspaceTag, WorkspaceTag.tag_id == Tag.id)
+                .outerjoin(readable, readable.c.tag_id == Tag.id)
                 .group_by(Tag.id)
                 .order_by(Tag.name)
                 .offset(page.offset)
