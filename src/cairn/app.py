@@ -159,7 +159,6 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
             blobs,
             signer,
             clock,
-            counter,
             ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
             max_state_bytes=settings.max_state_bytes,
         ),

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -18,7 +17,6 @@ from cairn.errors import BadRequest, Invalid, NotFound, PayloadTooLarge
 from cairn.paging import Page
 from cairn.state import wire
 from cairn.state.model import StateVersion, StateVersionOutput
-from cairn.state.processing import SYNC_PROCESS_LIMIT
 from cairn.state.service import NewVersion, VersionView, decode_base64
 from cairn.state.uploads import Upload
 from cairn.tfeapi.http import Call, route
@@ -47,7 +45,6 @@ class States(Protocol):
     ) -> tuple[str, int, Path | None]: ...
     def iter_blob(self, sha256: str) -> Iterator[bytes]: ...
     def rollback(self, caller: Subject, ws_id: str, target_id: str, source: str) -> VersionView: ...
-    def process(self, sv_id: str) -> None: ...
 
 
 class Uploads(Protocol):
@@ -107,12 +104,8 @@ class Handlers:
             serial=serial, md5=md5, lineage=lineage, force=force, state=state, json_state=json_state
         )
         view = await call.run(self.states.create, call.caller, call.param("id"), new, call.source)
-        background = None
-        if view.sv.resource_count < 0:  # too large to count before answering: count it after
-            background = BackgroundTask(self.states.process, view.sv.id)
-        return JsonApiResponse(
-            {"data": self._document(view)}, status_code=201, background=background
-        )
+        # Its resources were counted while the state was checked, before it was stored.
+        return JsonApiResponse({"data": self._document(view)}, status_code=201)
 
     def list_state_versions(self, call: Call) -> Response:
         page = page_from(call.request)
@@ -185,11 +178,8 @@ class Handlers:
         except BaseException:
             await call.run(upload.writer.abort)
             raise
-        size = await call.run(self.uploads.finish, upload, call.source)
-        background = (
-            BackgroundTask(self.states.process, sv_id) if size > SYNC_PROCESS_LIMIT else None
-        )
-        return Response(status_code=200, background=background)
+        await call.run(self.uploads.finish, upload, call.source)
+        return Response(status_code=200)  # counted before it was finalized
 
     def list_outputs(self, call: Call) -> Response:
         return self._outputs(call, self.states.get(call.caller, call.param("id")))

@@ -26,7 +26,6 @@ from cairn.errors import Conflict, Invalid, NotFound, Unauthorized
 from cairn.organizations.model import Organization
 from cairn.state import inspect, store
 from cairn.state.model import StateVersion
-from cairn.state.processing import ResourceCounter
 from cairn.tfeapi.signed import Signer
 from cairn.workspaces.model import Workspace
 
@@ -54,7 +53,6 @@ class HostedUploads:
         blobs: BlobStore,
         signer: Signer,
         clock: Clock,
-        counter: ResourceCounter,
         *,
         ttl: timedelta,
         max_state_bytes: int,
@@ -63,7 +61,6 @@ class HostedUploads:
         self._blobs = blobs
         self._signer = signer
         self._clock = clock
-        self._counter = counter
         self._ttl = ttl
         self._max = max_state_bytes
 

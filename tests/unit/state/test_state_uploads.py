@@ -58,7 +58,7 @@ def cairn(tmp_path: Path) -> Iterator[Cairn]:
         yield Cairn(
             clock,
             StateService(db, blobs, clock, counter, max_state_bytes=MAX),
-            HostedUploads(db, blobs, signer, clock, counter, ttl=TTL, max_state_bytes=MAX),
+            HostedUploads(db, blobs, signer, clock, ttl=TTL, max_state_bytes=MAX),
             LockService(db, clock),
             ws.ws.id,
         )
