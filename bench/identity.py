@@ -9,11 +9,16 @@ Run as ``.venv/bin/python bench/identity.py``. One run prints, side by side:
    SHA-256, one thread) measured in the same run on the same machine; the ratio is the
    "per worker" figure (target >= 0.7x). ES256 raw signing and cairn's whole ``sign_jwt``
    (JSON + base64url + RSA) are printed for information.
-2. JWKS requests per second (``GET /.well-known/jwks``) against a bare fixed-response route of
-   the same server (target >= 0.8x). cairn has no route that exists only for benchmarking: the
-   baseline is ``GET /.well-known/terraform.json``, a raw-ASGI ``StaticJson`` endpoint answering
-   fixed bytes (behind the same middleware as everything else); ``GET /api/v2/ping``, a
-   Starlette route returning 204, is a second reference.
+2. JWKS and discovery requests per second (``GET /.well-known/jwks``,
+   ``GET /.well-known/openid-configuration``) through the whole cairn app against a bare
+   Starlette route *without* cairn's middleware (target >= 0.8x): a Starlette app in a uvicorn
+   process of its own, served as ``cairn serve`` serves cairn (its header-timeout protocol, the
+   same certificate), one route per path answering the bytes cairn answers. Measured on the
+   HTTPS and HTTP servers (``CAIRN_ACCESS_LOG=on``, the default) and on a third HTTPS server
+   with ``CAIRN_ACCESS_LOG=sample:100``. cairn's own fixed routes (``/.well-known/terraform.json``,
+   a raw-ASGI ``StaticJson``; ``/api/v2/ping``, 204) are printed for reference.
+3. The middleware's own CPU per request, measured directly in-process around a no-op app
+   (``bench/middleware.py``; target < 20 us on the event loop).
 
 The load generator is ``wrk`` (Debian's package; ``apt-get install wrk``) in its own process,
 one thread, keep-alive connections, bounded in time, loopback only; without it a small asyncio
@@ -81,7 +86,8 @@ MINT_TTL = 900
 AUDIENCE = "cairn-bench"
 
 TARGET_MINT = 0.7  # mints/s over HTTP >= 0.7x raw RS256 signs/s (one worker, one thread)
-TARGET_JWKS = 0.8  # JWKS req/s >= 0.8x the bare fixed-response route
+TARGET_JWKS = 0.8  # JWKS req/s >= 0.8x the bare Starlette route
+SAMPLED = "sample:100"  # CAIRN_ACCESS_LOG of the third server (HTTPS)
 BUSY_MACHINE = 0.25  # cores used by other processes above which the figures are flagged
 
 MINT_PATH = "/api/cairn/v1/workspaces/{ws_id}/id-tokens"
@@ -89,6 +95,10 @@ JWKS_PATH = "/.well-known/jwks"
 BARE_PATH = "/.well-known/terraform.json"
 PING_PATH = "/api/v2/ping"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+# The bare reference: a Starlette app with one route per path answering the same bytes as
+# cairn, served by uvicorn as ``cairn serve`` serves cairn, without any middleware.
+BARE_ROUTES = (JWKS_PATH, DISCOVERY_PATH)
 
 LUA_DONE = r"""
 done = function(summary, latency, requests)
@@ -426,11 +436,17 @@ class Target:
     server: Any  # CairnServer
     token: str
     ws_id: str = ""
+    access_log: str = "on"  # CAIRN_ACCESS_LOG of the server
     minted: int = 0  # 2xx mints counted by the load generator and the checks
     verified: str = ""
 
     def url(self, path: str) -> str:
         return f"{self.server.url}{path}"
+
+    @property
+    def label(self) -> str:
+        """The transport, and the access-log setting when it is not the default."""
+        return self.transport if self.access_log == "on" else f"{self.transport}/{self.access_log}"
 
     def mint_request(self) -> Request:
         body = json.dumps({"audience": AUDIENCE, "run_phase": "plan", "ttl_seconds": MINT_TTL})
@@ -490,6 +506,110 @@ def audit_mints(target: Target) -> int:
             "SELECT count(*) FROM audit_events WHERE action = 'oidc.token.mint'"
         ).fetchone()
     return int(row[0])
+
+
+# ---- the bare Starlette reference -----------------------------------------------------------
+
+
+def bare_server_main(spec_path: str) -> int:
+    """Child process: uvicorn serving a bare Starlette app (no middleware) whose routes answer
+    fixed bytes, on ``spec["port"]``, with cairn's TLS certificate when given; the same uvicorn
+    options as ``cairn serve`` (its header-timeout protocol, no server header, no log config)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request as StarletteRequest
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from cairn.tfeapi.timeouts import header_timeout_protocol
+
+    spec = json.loads(Path(spec_path).read_text())
+
+    def fixed(body: bytes, media_type: str) -> Callable[[StarletteRequest], Any]:
+        async def answer(request: StarletteRequest) -> Response:
+            return Response(body, media_type=media_type)
+
+        return answer
+
+    routes = [
+        Route(path, fixed(bytes.fromhex(body), media), methods=["GET"])
+        for path, (body, media) in spec["routes"].items()
+    ]
+    ssl_files = {}
+    if spec.get("cert"):
+        ssl_files = {"ssl_certfile": spec["cert"], "ssl_keyfile": spec["key"]}
+    uvicorn.run(
+        Starlette(routes=routes),
+        host="127.0.0.1",
+        port=spec["port"],
+        log_config=None,
+        access_log=False,
+        http=header_timeout_protocol(10.0),
+        server_header=False,
+        **ssl_files,
+    )
+    return 0
+
+
+@dataclass
+class BareServer:
+    """The bare reference server of one transport (a child process, stopped by pid)."""
+
+    target: Target
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        scheme = "http" if self.target.transport == "http" else "https"
+        return f"{scheme}://{self.target.server.host}:{self.port}{path}"
+
+    def start(self) -> None:
+        from tests.support import processes
+
+        server = self.target.server
+        routes = {}
+        with server.client() as http:
+            for path in BARE_ROUTES:
+                answer = http.get(path)
+                answer.raise_for_status()
+                routes[path] = (answer.content.hex(), answer.headers["content-type"])
+        tls = server.data_dir / "tls"
+        spec: dict[str, Any] = {"port": processes.free_port(), "routes": routes}
+        if self.target.transport == "https":
+            spec["cert"], spec["key"] = str(tls / "server.pem"), str(tls / "server-key.pem")
+        self.port = spec["port"]
+        spec_path = server.data_dir.parent / "bare-server.json"
+        spec_path.write_text(json.dumps(spec))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--bare-server", str(spec_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with httpx.Client(verify=server.ssl_context(), timeout=2) as http:
+                    if http.get(self.url(JWKS_PATH)).status_code == 200:
+                        return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bare Starlette server did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 # ---- measurements --------------------------------------------------------------------------------
@@ -571,28 +691,67 @@ def measure_mint(targets: list[Target], load: LoadGenerator, signers: Signers) -
     return MintResults(raw, es256, sign_jwt, [case for _, _, case in runs], median(other))
 
 
-def measure_reads(targets: list[Target], load: LoadGenerator) -> list[tuple[Case, Case, Case]]:
+@dataclass
+class Reads:
+    """One transport's read cases: cairn's JWKS and discovery through the full app, the same
+    bytes from the bare Starlette server (no middleware), and cairn's own fixed routes."""
+
+    jwks: Case
+    discovery: Case
+    bare_jwks: Case
+    bare_discovery: Case
+    static: Case
+    ping: Case
+
+    def rows(self) -> list[tuple[Case, Case | None]]:
+        """Each case and the bare case it is compared with (None: the reference itself)."""
+        return [
+            (self.jwks, self.bare_jwks),
+            (self.bare_jwks, None),
+            (self.discovery, self.bare_discovery),
+            (self.bare_discovery, None),
+            (self.static, self.bare_jwks),
+            (self.ping, self.bare_jwks),
+        ]
+
+
+def measure_reads(
+    targets: list[Target], bares: dict[str, BareServer], load: LoadGenerator
+) -> list[Reads]:
     out = []
     for target in targets:
-        pid = target.server.pid
-        cases = (
-            Case(f"GET {JWKS_PATH}", target.transport, READ_CONNECTIONS),
-            Case(f"GET {BARE_PATH}", target.transport, READ_CONNECTIONS),
-            Case(f"GET {PING_PATH}", target.transport, READ_CONNECTIONS),
+        bare = bares[target.transport]
+        t, n = target.label, READ_CONNECTIONS
+        reads = Reads(
+            Case(f"cairn {JWKS_PATH}", t, n),
+            Case(f"cairn {DISCOVERY_PATH}", t, n),
+            Case(f"bare {JWKS_PATH}", t, n),
+            Case(f"bare {DISCOVERY_PATH}", t, n),
+            Case(f"cairn {BARE_PATH}", t, n),
+            Case(f"cairn {PING_PATH}", t, n),
         )
-        requests = [Request(target.url(path)) for path in (JWKS_PATH, BARE_PATH, PING_PATH)]
-        for request in requests:
-            load.run(request, WARMUP_SECONDS, READ_CONNECTIONS, pid)
+        pid = target.server.pid
+        runs = [
+            (Request(target.url(JWKS_PATH)), reads.jwks, pid),
+            (Request(bare.url(JWKS_PATH)), reads.bare_jwks, bare.pid),
+            (Request(target.url(DISCOVERY_PATH)), reads.discovery, pid),
+            (Request(bare.url(DISCOVERY_PATH)), reads.bare_discovery, bare.pid),
+            (Request(target.url(BARE_PATH)), reads.static, pid),
+            (Request(target.url(PING_PATH)), reads.ping, pid),
+        ]
+        for request, _, server_pid in runs:
+            load.run(request, WARMUP_SECONDS, READ_CONNECTIONS, server_pid)
         for _ in range(READ_ROUNDS):
-            for request, case in zip(requests, cases, strict=True):
-                case.loads.append(load.run(request, READ_SECONDS, READ_CONNECTIONS, pid))
-        out.append(cases)
+            for request, case, server_pid in runs:
+                case.loads.append(load.run(request, READ_SECONDS, READ_CONNECTIONS, server_pid))
+        out.append(reads)
     return out
 
 
 def response_sizes(target: Target) -> dict[str, int]:
+    paths = (JWKS_PATH, BARE_PATH, PING_PATH, DISCOVERY_PATH)
     with target.server.client() as http:
-        return {path: len(http.get(path).content) for path in (JWKS_PATH, BARE_PATH, PING_PATH)}
+        return {path: len(http.get(path).content) for path in paths}
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -682,53 +841,48 @@ def print_mint(result: MintResults, targets: list[Target], size: int) -> list[tu
     return summary
 
 
-def print_reads(
-    results: list[tuple[Case, Case, Case]], sizes: dict[str, int]
-) -> list[tuple[str, str]]:
+def print_reads(results: list[Reads], sizes: dict[str, int]) -> list[tuple[str, str]]:
     print(
-        "2. JWKS requests per second vs a bare fixed-response route on the same server"
-        f" (medians of {READ_ROUNDS} rounds)\n"
-        f"   bare = {BARE_PATH}: cairn's raw-ASGI StaticJson endpoint (fixed bytes); cairn has"
-        " no\n"
-        "   benchmark-only route, so this Terraform discovery document is the baseline."
-        f" {PING_PATH}\n"
-        "   is a Starlette route returning 204 (second reference). All three go through the"
-        " same\n"
-        "   middleware (metrics + one request log line). Keep-alive connections,"
-        f" {READ_SECONDS} s runs, the\n"
-        "   endpoints interleaved; ratio = median over rounds of (req/s / bare req/s of the"
-        " same round);\n"
-        "   cpu ratio = median of (bare server CPU us per request / this one's)."
+        "2. JWKS and discovery through the whole cairn app vs a bare Starlette route without"
+        f" the middleware\n   (medians of {READ_ROUNDS} rounds). bare = a Starlette app in a"
+        " uvicorn process of its own, served as\n   cairn serve serves cairn, one route per"
+        " path answering the bytes cairn answers, no middleware.\n"
+        f"   {BARE_PATH} (raw-ASGI StaticJson) and {PING_PATH} (204) are cairn's own fixed"
+        " routes, behind\n   its middleware, for reference. Keep-alive connections,"
+        f" {READ_SECONDS} s runs, the endpoints interleaved;\n"
+        "   ratio = median over rounds of (req/s / the bare route's req/s in the same round);"
+        "\n   cpu ratio = median of (bare server CPU us per request / this one's)."
     )
     header = (
-        f"   {'transport':<9} {'endpoint':<31} {'bytes':>5} {'conns':>5} {'req/s':>7}"
+        f"   {'transport':<16} {'endpoint':<40} {'bytes':>5} {'conns':>5} {'req/s':>7}"
         f" {'srv us/req':>10} {'srv':>5} {'cli':>5} {'other':>5} {'p99 ms':>7} {'errors':>6}"
         f" {'ratio':>6} {'cpu r':>6}  target"
     )
     print_header(header)
     summary = []
-    for jwks, bare, ping in results:
-        bare_us = [load.server_us for load in bare.loads]
-        for case in (jwks, bare, ping):
-            ratio = paired_ratio(case, bare)
-            if case is jwks and case.transport == "https":
+    for reads in results:
+        for case, bare in reads.rows():
+            reference = bare if bare is not None else case
+            ratio = paired_ratio(case, reference)
+            bare_us = [load.server_us for load in reference.loads]
+            if bare is None:
+                target = "(baseline)"
+            elif case in (reads.jwks, reads.discovery):
                 ok = ratio >= TARGET_JWKS
                 target = f">={TARGET_JWKS}x {verdict(ok)}"
+                what = "JWKS" if case is reads.jwks else "discovery"
                 summary.append(
                     (
-                        f"JWKS req/s over HTTPS >= {TARGET_JWKS}x bare fixed-response route",
+                        f"{what} req/s over {case.transport} >= {TARGET_JWKS}x bare"
+                        " Starlette route",
                         f"{ratio:.2f}x {verdict(ok)}",
                     )
                 )
-            elif case is jwks:
-                target = "(info)"
-            elif case is bare:
-                target = "(baseline)"
             else:
                 target = "(reference)"
             path = case.name.split(" ", 1)[1]
             print(
-                f"   {case.transport:<9} {case.name:<31} {sizes.get(path, 0):>5}"
+                f"   {case.transport:<16} {case.name:<40} {sizes.get(path, 0):>5}"
                 f" {case.connections:>5} {fmt_rate(case.rate):>7} {case.med('server_us'):>10.0f}"
                 f" {case.med('server_cores'):>5.2f} {case.med('client_cores'):>5.2f}"
                 f" {case.med('other_cores'):>5.2f} {case.med('p99_ms'):>7.2f} {case.errors:>6}"
@@ -736,6 +890,33 @@ def print_reads(
             )
     print()
     return summary
+
+
+def print_middleware(rounds: int) -> list[tuple[str, str]]:
+    """The middleware's own CPU per request, measured in-process (``bench/middleware.py``)."""
+    import middleware  # bench/middleware.py, beside this script
+
+    loop: list[float] = []
+    total: list[float] = []
+    for _ in range(rounds):
+        found = middleware._run_child("on", None)
+        loop.append(found["loop_us"])
+        total.append(found["total_us"])
+    loop_us, total_us = median(loop), median(total)
+    ok = loop_us < middleware.TARGET_US
+    print(
+        "3. The request middleware's own CPU per request, in-process around a no-op app"
+        f" (bench/middleware.py,\n   CAIRN_ACCESS_LOG=on, medians of {rounds} runs): event-loop"
+        f" thread {loop_us:.1f} us, whole process (access-log\n   writer thread included)"
+        f" {total_us:.1f} us; target < {middleware.TARGET_US:g} us on the loop"
+        f" {verdict(ok)}\n"
+    )
+    return [
+        (
+            f"middleware CPU per request on the event loop < {middleware.TARGET_US:g} us",
+            f"{loop_us:.1f} us {verdict(ok)}",
+        )
+    ]
 
 
 def print_summary(summary: list[tuple[str, str]], other_cores: list[float]) -> None:
@@ -779,9 +960,13 @@ def main(argv: list[str] | None = None) -> int:
         help="load generator: wrk if installed (auto), or the built-in asyncio client",
     )
     parser.add_argument("--load-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-server", help=argparse.SUPPRESS)
+    parser.add_argument("--reads-only", action="store_true", help="skip the minting part")
     args = parser.parse_args(argv)
     if args.load_worker:
         return load_worker(args.load_worker)
+    if args.bare_server:
+        return bare_server_main(args.bare_server)
 
     from cryptography import __version__ as cryptography_version
 
@@ -791,6 +976,12 @@ def main(argv: list[str] | None = None) -> int:
         targets = [
             Target("https", bench.server("https"), token),
             Target("http", bench.server("http", plain_http=True), token),
+            Target(
+                "https",
+                bench.server("https-sampled", env={"CAIRN_ACCESS_LOG": SAMPLED}),
+                token,
+                access_log=SAMPLED,
+            ),
         ]
         summary: list[tuple[str, str]] = []
         other: list[float] = []  # cores used by other processes during each timed run
@@ -811,24 +1002,35 @@ def main(argv: list[str] | None = None) -> int:
         signers = make_signers()
 
         def run_mint() -> None:
-            result = measure_mint(live, load, signers)
+            minting = [t for t in live if t.access_log == "on"]
+            result = measure_mint(minting, load, signers)
             other.extend(load.other_cores for case in result.mints for load in case.loads)
             other.append(result.sign_other_cores)
-            summary.extend(print_mint(result, live, signers.input_bytes))
+            summary.extend(print_mint(result, minting, signers.input_bytes))
 
-        if live:
+        if live and not args.reads_only:
             section("minting", run_mint)
             check_servers(live)
 
         def run_reads() -> None:
             sizes = response_sizes(live[0])
-            results = measure_reads(live, load)
-            other.extend(x.other_cores for cases in results for case in cases for x in case.loads)
+            bares = {t.transport: BareServer(t) for t in live if t.access_log == "on"}
+            try:
+                for bare in bares.values():
+                    bare.start()
+                results = measure_reads(live, bares, load)
+            finally:
+                for bare in bares.values():
+                    bare.stop()
+            other.extend(
+                x.other_cores for reads in results for case, _ in reads.rows() for x in case.loads
+            )
             summary.extend(print_reads(results, sizes))
 
         if live:
             section("JWKS", run_reads)
             check_servers(live)
+        section("middleware", lambda: summary.extend(print_middleware(3)))
         print_summary(summary, other)
         print(f"total benchmark time {time.perf_counter() - started:.0f} s")
     return 0

@@ -12,6 +12,14 @@ Run as ``.venv/bin/python bench/state.py`` (``make bench``). One run prints, sid
    the idle RSS right before it, as a multiple of the state size.
 3. Wall time of a no-op ``terraform apply -auto-approve`` (Terraform 1.0.3, 500 already applied
    ``null_resource`` instances) with cairn's ``remote`` backend against the ``local`` backend.
+4. The inline upload Terraform 1.0.3 makes (one POST, the state base64 in ``data.attributes.
+   state``) of a 100 MB state, over plain HTTP: its time, the server's peak RSS increase as a
+   multiple of the state (target <= 1.5x) and the latency of ``GET /.well-known/jwks.json``
+   requested back to back by another client meanwhile (p50/p99/max; target p99 < 50 ms: no
+   request may block the event loop), against the same JWKS requests on an idle server. With
+   ``--base-src DIR`` (a directory holding another tree's ``cairn`` package, e.g.
+   ``/tmp/cairn-base/src``) the same runs on a server of that tree too, side by side.
+   ``--inline-only`` runs this part alone.
 
 Each figure is the median of a few runs. Targets are reported as PASS/MISS; the exit status is
 0 whatever the figures are (a benchmark reports, it does not assert). Only loopback traffic;
@@ -21,6 +29,7 @@ the temporary directory and the servers started here are removed/stopped (by pid
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import json
@@ -64,6 +73,12 @@ SAMPLE_INTERVAL = 0.020
 TARGET_TRANSFER = 0.5  # cairn round trip >= 0.5x raw disk write+fsync+read
 TARGET_RSS = 2.0  # peak RSS increase <= 2x the state size
 TARGET_APPLY = 1.25  # remote no-op apply <= 1.25x local
+INLINE_MB = 100
+INLINE_REPS = 2
+TARGET_INLINE_RSS = 1.5  # peak RSS increase <= 1.5x the state during an inline upload
+TARGET_JWKS_P99 = 0.050  # JWKS p99 < 50 ms while the inline upload runs
+JWKS_IDLE_REQUESTS = 300
+JWKS_INTERVAL = 0.005  # the arrival interval the p99 is corrected to (see ``corrected``)
 
 LINEAGE = str(uuid.UUID(int=0xCA12_0000_0000_4000_8000_0000_0000_0001))
 NULL_PROVIDER = 'provider[\\"registry.terraform.io/hashicorp/null\\"]'
@@ -586,13 +601,231 @@ def print_apply(results: list[ApplyResult]) -> None:
     print()
 
 
+# ---- inline upload vs. the event loop ------------------------------------------------------------
+
+
+inline_clients: list[httpx.Client] = []  # closed at the end of the run
+
+
+@dataclass
+class InlineResult:
+    server: str
+    size: int
+    seconds: list[float] = field(default_factory=list)
+    idle_rss: list[int] = field(default_factory=list)
+    peak_rss: list[int] = field(default_factory=list)
+    jwks_idle: list[float] = field(default_factory=list)
+    jwks_busy: list[float] = field(default_factory=list)
+
+    @property
+    def rss_multiple(self) -> float:
+        return max(p - i for p, i in zip(self.peak_rss, self.idle_rss, strict=True)) / self.size
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def corrected(latencies: list[float], interval: float = JWKS_INTERVAL) -> list[float]:
+    """Latencies as clients arriving every ``interval`` would have seen them: a poller that
+    waits for each answer sends one request during a 2 s stall where such clients would have
+    sent 2 s / interval; each missing one waited as long as was left of the stall
+    (coordinated omission, corrected as HdrHistogram does)."""
+    out: list[float] = []
+    for value in latencies:
+        out.append(value)
+        missed = value - interval
+        while missed > 0:
+            out.append(missed)
+            missed -= interval
+    return out
+
+
+class JwksPoller:
+    """GETs the JWKS back to back in a thread, recording each request's latency."""
+
+    def __init__(self, server: CairnServer) -> None:
+        self._client = server.client()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.latencies: list[float] = []
+
+    def once(self) -> float:
+        started = time.perf_counter()
+        tfe.expect(self._client.get("/.well-known/jwks.json"), 200)
+        return time.perf_counter() - started
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.latencies.append(self.once())
+
+    def __enter__(self) -> JwksPoller:
+        """Poll in a new thread until the ``with`` block ends."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="jwks-poller", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def inline_body(state: StateFile, serial: int) -> tuple[list[bytes], int]:
+    """The create body Terraform 1.0.3 sends, in 1 MiB pieces (built once, not timed)."""
+    raw = b"".join(state.chunks(serial))
+    encoded = base64.b64encode(raw)
+    head = json.dumps(
+        {
+            "data": {
+                "type": "state-versions",
+                "attributes": {
+                    "serial": serial,
+                    "md5": hashlib.md5(raw, usedforsecurity=False).hexdigest(),
+                    "lineage": state.lineage,
+                    "state": "",
+                },
+            }
+        }
+    ).encode()
+    del raw
+    before, after = head.split(b'"state": ""')
+    parts = [before + b'"state": "']
+    parts += [encoded[i : i + CHUNK] for i in range(0, len(encoded), CHUNK)]
+    parts.append(b'"' + after)
+    return parts, sum(len(p) for p in parts)
+
+
+def measure_inline(server: CairnServer, token: str, state: StateFile, label: str) -> InlineResult:
+    """INLINE_REPS inline uploads of the next serial, each under the RSS sampler and the JWKS
+    poller; the JWKS on the idle server first."""
+    ws = prepare_workspace(server, token)
+    inline_clients.append(ws.api)
+    pid = server.pid
+    assert pid is not None
+    result = InlineResult(label, state.size(1))
+    poller = JwksPoller(server)
+    try:
+        for _ in range(20):  # warm-up
+            poller.once()
+        result.jwks_idle = [poller.once() for _ in range(JWKS_IDLE_REQUESTS)]
+        for _ in range(INLINE_REPS):
+            ws.serial += 1
+            parts, length = inline_body(state, ws.serial)
+            time.sleep(0.5)  # let earlier work settle: the idle RSS is "before"
+            poller.latencies = []
+            with RssSampler(pid) as sampler, poller:
+                started = time.perf_counter()
+                created = ws.api.post(
+                    f"/api/v2/workspaces/{ws.ws_id}/state-versions",
+                    content=iter(parts),
+                    headers={"Content-Type": tfe.JSONAPI, "Content-Length": str(length)},
+                )
+                elapsed = time.perf_counter() - started
+            tfe.expect(created, 201)
+            result.seconds.append(elapsed)
+            result.idle_rss.append(sampler.idle)
+            result.peak_rss.append(sampler.peak)
+            result.jwks_busy += poller.latencies
+            del parts
+    finally:
+        poller.close()
+    return result
+
+
+def print_inline(results: list[InlineResult]) -> None:
+    print(
+        f"4. Inline state upload (Terraform 1.0.3's: base64 'state' in the create body) of a\n"
+        f"   {INLINE_MB} MB state over plain HTTP, {INLINE_REPS} runs; meanwhile GET\n"
+        "   /.well-known/jwks.json back to back from another client. 'x state' = the server's\n"
+        "   peak RSS increase (sampled every 20 ms) over the state size, worst run.\n"
+        "   JWKS ms: p50 / p99 / max, idle server vs. during the uploads; 'p99 corr': the p99\n"
+        f"   corrected for coordinated omission (clients arriving every {JWKS_INTERVAL * 1e3:.0f}"
+        " ms: a stall\n   counts once per client it would have held up): the one held to"
+        " the target."
+    )
+    header = (
+        f"   {'server':<10} {'upload s':>9} {'x state':>8}  {'rss target':<11}"
+        f" {'JWKS idle ms':>20} {'JWKS during upload ms':>24} {'n':>6} {'p99 corr':>9}"
+        "  target"
+    )
+    print_header(header)
+    for r in results:
+        idle, busy = r.jwks_idle, r.jwks_busy or [float("nan")]
+
+        def trio(v: list[float]) -> str:
+            return (
+                f"{percentile(v, 0.5) * 1e3:5.1f} / {percentile(v, 0.99) * 1e3:6.1f}"
+                f" / {max(v) * 1e3:6.1f}"
+            )
+
+        p99 = percentile(corrected(busy), 0.99)
+        print(
+            f"   {r.server:<10} {median(r.seconds):>9.2f} {r.rss_multiple:>7.2f}x"
+            f"  <={TARGET_INLINE_RSS}x {verdict(r.rss_multiple <= TARGET_INLINE_RSS):<4}"
+            f" {trio(idle):>20} {trio(busy):>24} {len(r.jwks_busy):>6}"
+            f" {p99 * 1e3:>9.1f}  <{TARGET_JWKS_P99 * 1e3:.0f} ms {verdict(p99 < TARGET_JWKS_P99)}"
+        )
+    print()
+
+
+def run_inline(bench: Bench, base_src: Path | None) -> list[InlineResult]:
+    """This tree's server, then (with ``base_src``) the other tree's, one after the other."""
+    state = make_state(INLINE_MB * MB)
+    results = []
+    trees: list[tuple[str, Path | None]] = [("this tree", None)]
+    if base_src is not None:
+        trees.append(("base", base_src))
+    for label, src in trees:
+        env = {}
+        if src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(src.resolve()), os.environ.get("PYTHONPATH", "")) if p
+            )
+        server = bench.server(f"inline-{label.replace(' ', '-')}", plain_http=True, env=env)
+        server.start()
+        try:
+            results.append(measure_inline(server, bench.token, state, label))
+        finally:
+            server.stop()
+    return results
+
+
 # ---- main ----------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="cairn state backend benchmark")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--inline-only", action="store_true", help="run only part 4 (inline upload vs. JWKS)"
+    )
+    parser.add_argument(
+        "--base-src",
+        type=Path,
+        help="also run part 4 on a server of this source tree (a directory holding 'cairn')",
+    )
     args = parser.parse_args(argv)
+    if args.inline_only:
+        with Bench("cairn-bench-inline-", keep=args.keep) as bench:
+            print(
+                f"cairn inline upload benchmark: Python {sys.version.split()[0]},"
+                f" {os.cpu_count()} CPUs, temporary data under {bench.root}\n"
+            )
+            found: list[InlineResult] = []
+            try:
+                section("inline upload", lambda: found.extend(run_inline(bench, args.base_src)))
+                if found:
+                    print_inline(found)
+            finally:
+                for client in inline_clients:
+                    client.close()
+        return 0
 
     started = time.perf_counter()
     with Bench("cairn-bench-", keep=args.keep) as bench:
@@ -640,6 +873,11 @@ def main(argv: list[str] | None = None) -> int:
                 print_apply(measure_apply(servers, token, root / "apply"))
 
             section("terraform apply", run_apply)
+            inline: list[InlineResult] = []
+            section("inline upload", lambda: inline.extend(run_inline(bench, args.base_src)))
+            if inline:
+                print_inline(inline)
+            clients.extend(inline_clients)
             print(f"total benchmark time {time.perf_counter() - started:.0f} s")
         finally:
             for client in clients:

@@ -14,29 +14,35 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from cairn.admin import audit_api
+from cairn.admin import audit_api, audit_trail, tfe_admin
+from cairn.admin.audit_trail import AuditTrail
+from cairn.admin.tfe_admin import SiteAdmin
 from cairn.audit.lane import AuditedLane
 from cairn.audit.service import AuditLog
+from cairn.auth import account_update, accounts_api, login_api, tokens_api
 from cairn.auth import api as auth_api
-from cairn.auth import login_api, tokens_api
+from cairn.auth.account_update import AccountUpdates
+from cairn.auth.accounts import UserAccounts
 from cairn.auth.hooks import rename_org_service_account
-from cairn.auth.idp import IdpClient, IdpSettings, IdpUnreachable
 from cairn.auth.login import LoginService, login_service
+from cairn.auth.throttle import LoginLimits
 from cairn.auth.token_store import TokenLedger
 from cairn.auth.tokens import TokenService
 from cairn.auth.users import SqlUsers
 from cairn.auth.usertokens import UserTokens
 from cairn.blobs import open_blob_store
-from cairn.blobs.store import BlobStore
+from cairn.blobs.collector import BlobCollector
+from cairn.blobs.store import BlobStore, disk_full_error, is_disk_full
 from cairn.clock import Clock, SystemClock
 from cairn.config import Settings
 from cairn.crypto import Keyring, load_or_create_secret
@@ -56,26 +62,39 @@ from cairn.organizations import api as org_api
 from cairn.organizations.hooks import OrganizationHooks
 from cairn.organizations.service import OrganizationService
 from cairn.organizations.tokens import OrganizationTokens
+from cairn.registry import api as registry_api
 from cairn.state import api as state_api
+from cairn.state import resources as state_resources
 from cairn.state.processing import ResourceCounter
+from cairn.state.references import StateBlobReferences
+from cairn.state.resources import WorkspaceResources
 from cairn.state.service import StateService
 from cairn.state.uploads import HostedUploads
 from cairn.teams import api as teams_api
+from cairn.teams import memberships_api
 from cairn.teams.grants import GrantService
 from cairn.teams.hooks import create_owners_team
+from cairn.teams.memberships import Memberships
+from cairn.teams.projects import TeamProjectService
 from cairn.teams.service import TeamService
 from cairn.teams.tokens import TeamTokens
 from cairn.teams.users import UserAdmin
 from cairn.tfeapi import service_discovery as discovery
 from cairn.tfeapi.http import Pipeline
-from cairn.tfeapi.jsonapi import error_response
+from cairn.tfeapi.jsonapi import Includes, error_response
 from cairn.tfeapi.observe import Metrics, ObserveMiddleware
 from cairn.tfeapi.signed import Signer
 from cairn.workspaces import api as ws_api
 from cairn.workspaces import hooks as ws_hooks
+from cairn.workspaces import relationships_api as ws_relationships_api
+from cairn.workspaces.consumers import RemoteStateConsumers
 from cairn.workspaces.locks import LockService
+from cairn.workspaces.relationships import WorkspaceRelationships
 from cairn.workspaces.service import WorkspaceService
 from cairn.workspaces.tags import TagService
+
+if TYPE_CHECKING:
+    from cairn.auth.idp import IdpClient
 
 log = logging.getLogger("cairn")
 
@@ -87,6 +106,7 @@ class Services:
     settings: Settings
     db: Database
     blobs: BlobStore
+    collector: BlobCollector  # reclaims blobs no row references (housekeeping)
     keyring: Keyring
     clock: Clock
     tokens: TokenService
@@ -99,7 +119,9 @@ class Services:
     issuer: Issuer
     teams: TeamService
     grants: GrantService
+    team_projects: TeamProjectService
     users: UserAdmin
+    accounts: UserAccounts  # disabling and enabling people
     user_tokens: UserTokens
     organization_tokens: OrganizationTokens
     team_tokens: TeamTokens
@@ -136,7 +158,10 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
             "CAIRN_SECRET_KEY is not the key this database was initialised with; nothing was "
             "changed. Start cairn with the original key (tokens and sealed secrets depend on it)."
         )
-    blobs = open_blob_store(settings, db)
+    blobs = open_blob_store(settings, db, clock)
+    collector = BlobCollector(blobs, clock, grace=settings.blob_grace)
+    # What rows reference blobs (configuration versions and logs will register theirs).
+    collector.add_references("state versions", StateBlobReferences(db))
     tokens = TokenService(db, keyring, clock)
     ledger = TokenLedger(db, clock, tokens)
     counter = ResourceCounter(db, blobs)
@@ -146,6 +171,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
         settings=settings,
         db=db,
         blobs=blobs,
+        collector=collector,
         keyring=keyring,
         clock=clock,
         tokens=tokens,
@@ -165,11 +191,24 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
         issuer=build_issuer(settings, db, keyring, clock),
         teams=TeamService(db, clock),
         grants=GrantService(db, clock),
+        team_projects=TeamProjectService(db, clock),
         users=UserAdmin(db, clock),
+        accounts=UserAccounts(db, clock),
         user_tokens=UserTokens(ledger),
         organization_tokens=OrganizationTokens(ledger),
         team_tokens=TeamTokens(ledger),
-        login=LoginService(db, keyring, clock, tokens),
+        login=LoginService(
+            db,
+            keyring,
+            clock,
+            tokens,
+            LoginLimits(
+                burst=settings.login_rate_burst,
+                per_minute=settings.login_rate_per_minute,
+                pending_per_address=settings.login_pending_per_address,
+                audit_window=settings.login_audit_window,
+            ),
+        ),
         audit_log=AuditLog(db),
         audited=AuditedLane(db),
     )
@@ -223,6 +262,10 @@ def build_idp(settings: Settings, db: Database, keyring: Keyring, clock: Clock) 
     start; an IdP that is only unreachable right now is retried at the first login)."""
     if not settings.idp_issuer:
         return None
+    # Imported only when an IdP is configured: its HTTP client (httpx) is a tenth of the
+    # start-up time of a cairn that does not use it (bench/startup.py).
+    from cairn.auth.idp import IdpClient, IdpSettings, IdpUnreachable
+
     assert settings.idp_client_id and settings.idp_client_secret
     idp = IdpClient(
         IdpSettings(
@@ -237,6 +280,7 @@ def build_idp(settings: Settings, db: Database, keyring: Keyring, clock: Clock) 
         db,
         keyring,
         clock,
+        max_pending_per_address=settings.login_pending_per_address,
     )
     try:
         idp.check()
@@ -291,7 +335,21 @@ def create_app(services: Services) -> Starlette:
                 services.settings.max_json_body_bytes,
             ),
         ),
-        *teams_api.tfe_routes(services.teams, services.grants),
+        *teams_api.tfe_routes(services.teams, services.grants, services.team_projects),
+        *registry_api.tfe_routes(services.organizations),
+        *ws_relationships_api.routes(
+            RemoteStateConsumers(services.db), WorkspaceRelationships(services.db, services.clock)
+        ),
+        *state_resources.routes(WorkspaceResources(services.db, services.blobs)),
+        *account_update.routes(AccountUpdates(services.db, services.clock)),
+        *memberships_api.routes(Memberships(services.db, services.clock)),
+        *audit_trail.routes(AuditTrail(services.db)),
+        *tfe_admin.routes(
+            SiteAdmin(services.db, services.clock),
+            services.accounts,
+            services.organizations,
+            services.workspaces,
+        ),
     ]
     routes = [
         Route(
@@ -307,10 +365,14 @@ def create_app(services: Services) -> Starlette:
         *identity_api.public_routes(services.issuer),
         Mount("/api/v2", routes=api_routes),
         Mount(
+            registry_api.PROTOCOL_PATH, routes=registry_api.protocol_routes(services.organizations)
+        ),
+        Mount(
             "/api/cairn/v1",
             routes=[
                 *identity_api.routes(services.issuer),
                 *teams_api.cairn_routes(services.grants, services.users),
+                *accounts_api.routes(services.accounts),
                 *audit_api.routes(services.audit_log),
             ],
         ),
@@ -349,6 +411,18 @@ def create_app(services: Services) -> Starlette:
             Invalid("the request holds a value the database cannot store (such as a NUL byte)")
         )
 
+    async def operational(request: Request, exc: Exception) -> Response:
+        # SQLite "database or disk is full" / PostgreSQL disk_full (53100), e.g. while a row
+        # commits: nothing was stored (the transaction rolled back), say why. Anything else is
+        # unexpected.
+        if is_disk_full(exc):
+            log.error(
+                "the disk is full; a write was refused",
+                extra={"path": request.url.path.split("/hosted-upload/")[0]},
+            )
+            return error_response(disk_full_error())
+        return await unexpected(request, exc)
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception(
             "unhandled error", extra={"path": request.url.path.split("/hosted-upload/")[0]}
@@ -383,6 +457,7 @@ def create_app(services: Services) -> Starlette:
             HTTPException: http_error,
             ApiError: api_error,
             DataError: refused_value,
+            OperationalError: operational,
             Exception: unexpected,
         },
         lifespan=lifespan,
@@ -392,9 +467,24 @@ def create_app(services: Services) -> Starlette:
         lane=services.audited,
         authenticators={"token": services.tokens.authenticator()},
         default_limit=services.settings.max_json_body_bytes,
+        includes=includes(services),
+        body_timeout=services.settings.body_timeout.total_seconds(),
     )
-    app.add_middleware(ObserveMiddleware, metrics=metrics)
+    app.add_middleware(ObserveMiddleware, metrics=metrics, access_log=services.settings.access_log)
     return app
+
+
+def includes(services: Services) -> Includes:
+    """What ``include=`` can name, and how each domain loads its resources for ``included``
+    (through its services, so only what the caller may read)."""
+    found = Includes()
+    auth_api.offer_includes(found, SqlUsers(services.db))
+    org_api.offer_includes(found, services.organizations)
+    ws_api.offer_includes(found, services.workspaces)
+    state_api.offer_includes(found, services.states, services.uploads, services.settings.public_url)
+    teams_api.offer_includes(found, services.teams)
+    memberships_api.offer_includes(found, Memberships(services.db, services.clock))
+    return found
 
 
 @dataclass(frozen=True)
@@ -456,6 +546,9 @@ def background_jobs(services: Services) -> BackgroundJobs:
     jobs = BackgroundJobs()
     # Finish work a crash interrupted (state uploads), then tidy up periodically.
     jobs.add(BackgroundJob("housekeeping", 600.0, lambda: _housekeeping(services)))
+    # Delete blobs no row references once past the grace period (CAIRN_BLOB_GRACE), and
+    # what writers killed mid-upload left behind. Every replica may sweep: see blobs.collector.
+    jobs.add(BackgroundJob("reclaiming blob storage", 3600.0, lambda: _reclaim_blobs(services)))
     # Rebuild the issuer's in-memory documents when they go stale (TTL, notification, a retired
     # key leaving the JWKS). A failed refresh keeps serving the last good documents.
     jobs.add(
@@ -479,6 +572,13 @@ def _housekeeping(services: Services) -> None:
     with no_statement_timeout():
         services.states.process_pending()
         services.states.discard_stale_pending(services.settings.upload_url_ttl_seconds + 3600)
+        # Failed-login summaries whose window is over; expired login codes and IdP states.
+        services.login.housekeeping()
+
+
+def _reclaim_blobs(services: Services) -> None:
+    with no_statement_timeout():
+        services.collector.sweep()
 
 
 def _rotate_when_due(issuer: Issuer) -> None:

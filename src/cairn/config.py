@@ -18,7 +18,7 @@ import platformdirs
 
 from cairn.errors import ConfigError
 
-BlobStoreKind = Literal["filesystem", "database"]
+BlobStoreKind = Literal["filesystem", "database", "s3"]
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 MiB = 1024 * 1024
@@ -37,17 +37,34 @@ class Settings:
     tls_key: Path | None = None
     plain_http: bool = False
     blob_store: BlobStoreKind = "filesystem"
+    # The S3 blob store (CAIRN_BLOB_STORE=s3): bucket, optional endpoint (MinIO, Ceph…) and
+    # key prefix. Region and credentials come from the AWS SDK's standard chain, never here.
+    s3_bucket: str | None = None
+    s3_endpoint: str | None = None
+    s3_prefix: str = ""
     secret_key: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     # Limits. A state file is bounded; JSON:API bodies other than state uploads are small.
     max_state_bytes: int = 512 * MiB
     max_json_body_bytes: int = 1 * MiB
     upload_url_ttl_seconds: int = 3600
+    # Blobs no row references are deleted once last written longer ago than this: an upload
+    # writes its blob before its row commits, so a younger blob may be about to be referenced.
+    blob_grace: timedelta = timedelta(hours=24)
     # PostgreSQL: the longest one SQL statement of request work may run (0: no limit);
     # migrations and background maintenance are not bounded by it.
     db_statement_timeout: timedelta = timedelta(seconds=5)
     log_level: str = "info"
-    log_json: bool = True
+    # auto: text a person reads when stderr is a terminal, JSON lines otherwise (cairn.logs).
+    log_format: str = "auto"
+    # Access log (CAIRN_ACCESS_LOG): on (a line per request), off, or sample:N (one in N, and
+    # every 5xx); cairn.tfeapi.observe.
+    access_log: str = "on"
+    # HTTP: proxies whose X-Forwarded-For/-Proto are believed (IPs or CIDRs; none by default);
+    # how long a client may take to send a request's headers, and between two body chunks.
+    trusted_proxies: tuple[str, ...] = ()
+    header_timeout: timedelta = timedelta(seconds=10)
+    body_timeout: timedelta = timedelta(seconds=60)
     # Workload identity (the OIDC issuer).
     oidc_rotation_period: timedelta = timedelta(days=90)
     oidc_prepublish: timedelta = timedelta(hours=24)
@@ -62,6 +79,14 @@ class Settings:
     idp_scopes: tuple[str, ...] = ("openid", "email", "profile")
     idp_groups_claim: str = "groups"
     idp_ca_file: Path | None = None
+    # terraform login's anonymous endpoints, per client address and per process: failed logins
+    # and token requests and redirects to the IdP spend a bucket of `login_rate_burst` tokens
+    # refilled at `login_rate_per_minute` (0: no limit; then 429 + Retry-After); logins pending
+    # at the IdP per address; failed logins audited once per address and window, with a count.
+    login_rate_burst: int = 30
+    login_rate_per_minute: int = 30
+    login_pending_per_address: int = 50
+    login_audit_window: timedelta = timedelta(minutes=10)
 
     @property
     def is_postgres(self) -> bool:
@@ -116,10 +141,13 @@ class Settings:
             raise ConfigError("--tls-cert and --tls-key must be given together")
         if self.plain_http and self.tls_cert is not None:
             raise ConfigError("--plain-http and --tls-cert exclude each other")
-        if self.blob_store not in ("filesystem", "database"):
+        if self.blob_store not in ("filesystem", "database", "s3"):
             raise ConfigError(
-                f"CAIRN_BLOB_STORE must be 'filesystem' or 'database', not {self.blob_store!r}"
+                "CAIRN_BLOB_STORE must be 'filesystem', 'database' or 's3', "
+                f"not {self.blob_store!r}"
             )
+        if self.blob_store == "s3":
+            _validate_s3(self)
         if self.is_postgres and self.blob_store == "filesystem":
             # Allowed (shared disk), but only one data dir is visible to this process.
             pass
@@ -149,6 +177,27 @@ def _truthy(v: str | None) -> bool:
     return (v or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _log_format() -> str:
+    """``CAIRN_LOG_FORMAT`` (auto, json, text); the older ``CAIRN_LOG_PLAIN=1`` means text."""
+    value = (env("CAIRN_LOG_FORMAT") or "").strip().lower()
+    if not value:
+        return "text" if _truthy(env("CAIRN_LOG_PLAIN")) else "auto"
+    if value not in ("auto", "json", "text"):
+        raise ConfigError(f"CAIRN_LOG_FORMAT must be auto, json or text, not {value!r}")
+    return value
+
+
+def _access_log() -> str:
+    """``CAIRN_ACCESS_LOG``: on (default), off, or sample:N with N >= 1."""
+    value = (env("CAIRN_ACCESS_LOG") or "on").strip().lower()
+    kind, _, n = value.partition(":")
+    if value in ("on", "off") or (kind == "sample" and n.isascii() and n.isdigit() and int(n) >= 1):
+        return value
+    raise ConfigError(
+        f"CAIRN_ACCESS_LOG must be on, off or sample:N (log one request in N), not {value!r}"
+    )
+
+
 def env(name: str) -> str | None:
     v = os.environ.get(name)
     return v if v not in (None, "") else None
@@ -169,10 +218,14 @@ def from_environment(**overrides: object) -> Settings:
         "tls_key": Path(v) if (v := env("CAIRN_TLS_KEY")) else None,
         "plain_http": _truthy(env("CAIRN_PLAIN_HTTP")),
         "blob_store": env("CAIRN_BLOB_STORE") or "filesystem",
+        "s3_bucket": env("CAIRN_S3_BUCKET"),
+        "s3_endpoint": env("CAIRN_S3_ENDPOINT"),
+        "s3_prefix": normalize_s3_prefix(env("CAIRN_S3_PREFIX") or ""),
         "secret_key": env("CAIRN_SECRET_KEY"),
         "admin_token": env("CAIRN_ADMIN_TOKEN"),
         "log_level": (env("CAIRN_LOG_LEVEL") or "info").lower(),
-        "log_json": not _truthy(env("CAIRN_LOG_PLAIN")),
+        "log_format": _log_format(),
+        "access_log": _access_log(),
     }
     for name, key in (
         ("CAIRN_OIDC_ROTATION_PERIOD", "oidc_rotation_period"),
@@ -199,10 +252,44 @@ def from_environment(**overrides: object) -> Settings:
         values["idp_ca_file"] = Path(v)
     if (v := env("CAIRN_DB_STATEMENT_TIMEOUT")) is not None:
         values["db_statement_timeout"] = parse_duration(v, "CAIRN_DB_STATEMENT_TIMEOUT")
+    if (v := env("CAIRN_TRUSTED_PROXIES")) is not None:
+        values["trusted_proxies"] = parse_proxies(v)
+    for name, key in (
+        ("CAIRN_HEADER_TIMEOUT", "header_timeout"),
+        ("CAIRN_BODY_TIMEOUT", "body_timeout"),
+    ):
+        if (v := env(name)) is not None:
+            timeout = parse_duration(v, name)
+            if timeout <= timedelta(0):
+                raise ConfigError(f"{name} must be longer than 0s, not {v!r}")
+            values[key] = timeout
+    if (v := env("CAIRN_BLOB_GRACE")) is not None:
+        grace = parse_duration(v, "CAIRN_BLOB_GRACE")
+        if grace < timedelta(hours=1):
+            raise ConfigError(
+                f"CAIRN_BLOB_GRACE must be at least 1h (an upload's row commits after its "
+                f"blob is written; a shorter grace could delete a blob about to be used), "
+                f"not {v!r}"
+            )
+        values["blob_grace"] = grace
     if (v := env("CAIRN_MAX_STATE_MB")) is not None:
         if not v.isdigit() or int(v) < 1:
             raise ConfigError(f"CAIRN_MAX_STATE_MB must be a positive integer, not {v!r}")
         values["max_state_bytes"] = int(v) * MiB
+    for name, key, least in (
+        ("CAIRN_LOGIN_RATE_BURST", "login_rate_burst", 1),
+        ("CAIRN_LOGIN_RATE_PER_MINUTE", "login_rate_per_minute", 0),
+        ("CAIRN_LOGIN_PENDING_PER_ADDRESS", "login_pending_per_address", 1),
+    ):
+        if (v := env(name)) is not None:
+            if not (v.isascii() and v.isdigit()) or int(v) < least:
+                raise ConfigError(f"{name} must be an integer of at least {least}, not {v!r}")
+            values[key] = int(v)
+    if (v := env("CAIRN_LOGIN_AUDIT_WINDOW")) is not None:
+        window = parse_duration(v, "CAIRN_LOGIN_AUDIT_WINDOW")
+        if not timedelta(seconds=1) <= window <= timedelta(days=1):
+            raise ConfigError(f"CAIRN_LOGIN_AUDIT_WINDOW must be from 1s to 1d, not {v!r}")
+        values["login_audit_window"] = window
     for key, value in overrides.items():
         if value is None or value is False:
             continue
@@ -212,6 +299,62 @@ def from_environment(**overrides: object) -> Settings:
     settings = Settings(**values).with_defaults()  # type: ignore[arg-type]
     settings.validate()
     return settings
+
+
+def parse_proxies(value: str) -> tuple[str, ...]:
+    """``CAIRN_TRUSTED_PROXIES``: a comma list of IP addresses or CIDR networks."""
+    import ipaddress
+
+    proxies: list[str] = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"CAIRN_TRUSTED_PROXIES must list IP addresses or CIDR networks "
+                f"(e.g. 10.0.0.5,10.1.0.0/16), not {item!r}"
+            ) from None
+        proxies.append(str(network.network_address if network.num_addresses == 1 else network))
+    return tuple(proxies)
+
+
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def normalize_s3_prefix(value: str) -> str:
+    """``CAIRN_S3_PREFIX``: keys start with it; ``cairn``, ``/cairn/`` → ``cairn/``."""
+    value = value.strip().strip("/")
+    return f"{value}/" if value else ""
+
+
+def _validate_s3(s: Settings) -> None:
+    if not s.s3_bucket:
+        raise ConfigError(
+            "CAIRN_BLOB_STORE=s3 needs CAIRN_S3_BUCKET: set it to the name of the bucket that "
+            "holds the blobs (region and credentials come from the usual AWS settings: "
+            "AWS_REGION, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a role)"
+        )
+    if not _S3_BUCKET.match(s.s3_bucket):
+        raise ConfigError(
+            f"CAIRN_S3_BUCKET {s.s3_bucket!r} is not a bucket name (3-63 characters: "
+            "lower-case letters, digits, dots and hyphens)"
+        )
+    if s.s3_endpoint is not None:
+        parts = urlsplit(s.s3_endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"CAIRN_S3_ENDPOINT must be an http(s) URL such as https://minio.example.com:9000, "
+                f"not {_redact_url(s.s3_endpoint)!r}"
+            )
+        if parts.username or parts.password:
+            raise ConfigError(
+                "CAIRN_S3_ENDPOINT must not carry credentials; use AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or a profile or role) instead"
+            )
+    if ".." in s.s3_prefix.split("/"):
+        raise ConfigError(f"CAIRN_S3_PREFIX must not contain '..', not {s.s3_prefix!r}")
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")

@@ -10,11 +10,14 @@ CairnError                    root; never shown with a secret in its message
     ├── Forbidden         403
     ├── NotFound          404  (also "exists, but you may not read it": no existence leak)
     ├── MethodNotAllowed  405
+    ├── RequestTimeout    408  (the body came too slowly; the connection is closed)
     ├── Conflict          409
     ├── PayloadTooLarge   413
     ├── UnsupportedMedia  415
     ├── Invalid           422  (with a JSON pointer to the offending attribute)
-    └── Unavailable       503
+    ├── TooManyRequests   429  (with Retry-After: an anonymous client's login attempts)
+    ├── Unavailable       503
+    └── InsufficientStorage 507  (the server's disk is full; nothing was stored)
 """
 
 from __future__ import annotations
@@ -111,6 +114,17 @@ class Conflict(ApiError):
     status, title, code = 409, "Conflict", "conflict"
 
 
+class RequestTimeout(ApiError):
+    """The client sent the request body too slowly (``CAIRN_BODY_TIMEOUT`` between chunks).
+    The answer closes the connection: the rest of the body is not read."""
+
+    status, title, code = 408, "Request Timeout", "request-timeout"
+
+    def __init__(self, detail: str, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.headers["Connection"] = "close"
+
+
 class PayloadTooLarge(ApiError):
     """The body exceeds its limit."""
 
@@ -129,7 +143,26 @@ class Invalid(ApiError):
     status, title, code = 422, "Unprocessable Entity", "invalid"
 
 
+class TooManyRequests(ApiError):
+    """A client sent more requests of a rate-limited kind than its budget (failed logins from
+    one address); ``retry_after`` seconds until the next one is accepted (``Retry-After``)."""
+
+    status, title, code = 429, "Too Many Requests", "too-many-requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.retry_after = max(1, retry_after)
+        self.headers["Retry-After"] = str(self.retry_after)
+
+
 class Unavailable(ApiError):
     """cairn cannot serve this now (database unreachable, shutting down)."""
 
     status, title, code = 503, "Service Unavailable", "unavailable"
+
+
+class InsufficientStorage(ApiError):
+    """The server's disk (or database) is full: nothing was stored; retry once space is freed
+    (RFC 4918 §11.5)."""
+
+    status, title, code = 507, "Insufficient Storage", "insufficient-storage"

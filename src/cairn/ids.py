@@ -28,6 +28,8 @@ PREFIXES = {
     "role": "role",
     "grant": "grant",
     "team_workspace": "tws",
+    "team_project": "tprj",
+    "organization_membership": "ou",
 }
 
 _ID_RE = re.compile(r"^[a-z]+-[A-Za-z0-9]{16}$")

@@ -1,9 +1,10 @@
 """The workspace lock is one conditional write: of many simultaneous callers on several
 replicas, exactly one wins (DESIGN.md, "Locks are one conditional write in the database").
 
-Two `cairn serve` processes share one database: a PostgreSQL database (the replica setup), or
-one SQLite data directory (WAL + BEGIN IMMEDIATE make that safe too). Twenty threads, released
-together by a barrier, each POST `actions/lock` to one of the two servers.
+Two `cairn serve` processes share one PostgreSQL database (the replica setup), or one server
+runs on SQLite (a second one on its data directory is refused; WAL + BEGIN IMMEDIATE order its
+threads). Twenty threads, released together by a barrier, each POST `actions/lock` to one of
+the servers.
 """
 
 from __future__ import annotations

@@ -179,7 +179,9 @@ class AuditedLane:
             return
         for job in jobs:
             for row, subject in job.staged:
-                log_event(row, subject)  # only events that are stored are logged
+                # Only events that are stored are logged, in the job's context: on its
+                # request's access-log line (cairn.logs.request_events).
+                job.context.run(log_event, row, subject)
 
 
 def _by_loop(batch: list[_Job[Any]]) -> dict[asyncio.AbstractEventLoop, list[_Job[Any]]]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cairn import ids
 from cairn.audit.model import AuditEvent
 from cairn.db.engine import current_session
+from cairn.logs import join_request_line
 
 log = logging.getLogger("cairn.audit")
 
@@ -58,16 +59,17 @@ def event_row(
 
 
 def log_event(row: dict[str, Any], subject: str) -> None:
-    """The log line that accompanies every recorded event (the full subject, not the cut one)."""
-    log.info(
-        "audit",
-        extra={
-            "action": row["action"],
-            "subject": subject,
-            "actor": row["actor_name"],
-            "outcome": row["outcome"],
-        },
-    )
+    """The log line that accompanies every recorded event (the full subject, not the cut one):
+    inside a logged request, an entry of the request's access-log line (``"audit": [...]``)
+    instead of a line of its own."""
+    fields = {
+        "action": row["action"],
+        "subject": subject,
+        "actor": row["actor_name"],
+        "outcome": row["outcome"],
+    }
+    if not join_request_line(fields):
+        log.info("audit", extra=fields)
 
 
 # Set by the audited lane while it runs a job: events are staged there and committed with those

@@ -4,16 +4,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn.auth.model import User
-from cairn.authz.subject import USER_TYPE
+from cairn.authz.subject import USER_TYPE, Subject
 from cairn.errors import NotFound
 from cairn.tfeapi.http import Call, route
-from cairn.tfeapi.jsonapi import JsonApiResponse
+from cairn.tfeapi.jsonapi import Includes, JsonApiResponse, Resource
 
 
 def user_doc(user: User, *, me: bool) -> dict[str, Any]:
@@ -46,6 +47,19 @@ class Users(Protocol):
     """Where the handlers read users."""
 
     def get(self, user_id: str) -> User | None: ...
+
+
+def offer_includes(includes: Includes, users: Users) -> None:
+    """Users for ``included`` (e.g. ``include=created_by``, ``locked_by``, a team's
+    ``users``): every user is readable by any caller, as ``GET /users/:id`` is."""
+
+    def load(caller: Subject, ids: Sequence[str]) -> Iterable[Resource]:
+        for user_id in ids:
+            user = users.get(user_id)
+            if user is not None:
+                yield user_doc(user, me=user.id == caller.id)
+
+    includes.loader(USER_TYPE, load)
 
 
 def routes(users: Users) -> list[Route]:

@@ -26,13 +26,15 @@ from datetime import timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from cairn import ids
 from cairn.audit.log import Actor, record
+from cairn.auth.idp import states as login_states
 from cairn.auth.model import OAuthCode, User
-from cairn.auth.tokens import TokenService
+from cairn.auth.throttle import AddressThrottle, FailureAudit, LoginLimits
+from cairn.auth.tokens import USER_DISABLED, TokenService
 from cairn.authz.subject import ServiceAccount, is_reserved_name
 from cairn.clock import Clock
 from cairn.crypto import Keyring
@@ -44,6 +46,7 @@ log = logging.getLogger("cairn.login")
 CLIENT_ID = "terraform-cli"
 PORTS = (10000, 10010)
 CODE_TTL = timedelta(minutes=5)
+KEEP_EXPIRED = timedelta(hours=1)  # expired codes are deleted by housekeeping after this
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 
@@ -65,6 +68,12 @@ SERVICE_ACCOUNT_REFUSED = (
     "organization and team tokens cannot be used to log in: terraform login makes a person's "
     "token. Use your own API token (or the admin token); to use an organization or team token "
     "with Terraform, put it in a credentials block of the CLI configuration"
+)
+
+# A disabled person (``cairn.auth.accounts``) logs in by no path: token form, IdP, or a code
+# issued just before the account was disabled.
+DISABLED_REFUSED = (
+    "this user is disabled in cairn; ask a site administrator to enable it (cairn user enable NAME)"
 )
 
 
@@ -172,16 +181,67 @@ class IdpIdentity(Protocol):
 class IdentityProvider(Protocol):
     """The relying party (``cairn.auth.idp.IdpClient``)."""
 
-    def begin(self, resume: str) -> str: ...
+    def begin(self, resume: str, *, source_address: str = "") -> str: ...
     def complete(self, query: dict[str, str], *, source_address: str = "") -> IdpIdentity: ...
 
 
 class LoginService:
-    def __init__(self, db: Database, keyring: Keyring, clock: Clock, tokens: TokenService) -> None:
+    """The authorization server. Anonymous clients are bounded (``cairn.auth.throttle``): failed
+    logins and token requests spend their address's budget (429 once it is empty) and are
+    audited at most ten times per address and window, then counted."""
+
+    def __init__(
+        self,
+        db: Database,
+        keyring: Keyring,
+        clock: Clock,
+        tokens: TokenService,
+        limits: LoginLimits | None = None,
+    ) -> None:
         self._db = db
         self._keys = keyring
         self._clock = clock
         self._tokens = tokens
+        self.limits = limits = limits or LoginLimits()
+        self.throttle = AddressThrottle(clock, burst=limits.burst, per_minute=limits.per_minute)
+        self.failures = FailureAudit(
+            clock, window=limits.audit_window, individual=limits.audit_individual
+        )
+
+    def _failed(self, actor: Actor, action: str, subject: str, reason: str) -> None:
+        """A failed login from ``actor.source_address``: charged to its budget, and audited
+        unless this address already had ten failures of this kind in the current window (then
+        it is counted, and summed up in one ``auth.login.failures`` event later)."""
+        self.throttle.charge(actor.source_address)
+        entries = self.failures.failure(
+            address=actor.source_address, action=action, actor=actor, subject=subject, reason=reason
+        )
+        if entries:
+            with self._db.unit_of_work(write=True) as s:
+                for entry in entries:
+                    record(s, **entry.kwargs)
+                s.commit()
+
+    def throttle_idp_redirect(self, source: str) -> None:
+        """Before a redirect to the IdP (which stores a pending login): take a token of the
+        address's budget, or raise TooManyRequests."""
+        self.throttle.take(source, "logins")
+
+    def housekeeping(self) -> None:
+        """Record the failed-login summaries whose window is over, and delete login codes and
+        pending IdP logins that expired more than an hour ago."""
+        now = self._clock.now()
+        entries = self.failures.due()
+        with self._db.unit_of_work(write=True) as s:
+            for entry in entries:
+                record(s, **entry.kwargs)
+            s.execute(
+                delete(OAuthCode)
+                .where(OAuthCode.expires_at < now - KEEP_EXPIRED)
+                .execution_options(synchronize_session=False)
+            )
+            login_states.purge(s, now)
+            s.commit()
 
     def issue_code(self, user_id: str, req: AuthorizationRequest, *, source: str, via: str) -> str:
         """A code for ``user_id``; returns the URL to send the browser to."""
@@ -192,6 +252,8 @@ class LoginService:
             assert user is not None
             if user.is_service_account:
                 raise Unauthorized(SERVICE_ACCOUNT_REFUSED)
+            if user.disabled_at is not None:
+                raise Unauthorized(DISABLED_REFUSED)
             s.add(
                 OAuthCode(
                     code_hash=self._keys.token_hash(code),
@@ -216,33 +278,25 @@ class LoginService:
 
     def login_with_token(self, token: str, req: AuthorizationRequest, *, source: str) -> str:
         """The form login (no IdP configured): an existing API token proves who you are."""
+        self.throttle.admit(source, "failed logins")
         try:
             caller = self._tokens.authenticate(token.strip())
-        except Unauthorized:
-            with self._db.unit_of_work(write=True) as s:
-                record(
-                    s,
-                    at=self._clock.now(),
-                    actor=Actor(None, "unknown", source),
-                    action="auth.login.authorize",
-                    subject="terraform login (token form)",
-                    outcome="failure",
-                    reason="invalid token",
-                )
-                s.commit()
+        except Unauthorized as exc:
+            reason = "disabled user" if exc.detail == USER_DISABLED else "invalid token"
+            self._failed(
+                Actor(None, "unknown", source),
+                "auth.login.authorize",
+                "terraform login (token form)",
+                reason,
+            )
             raise
         if isinstance(caller, ServiceAccount):
-            with self._db.unit_of_work(write=True) as s:
-                record(
-                    s,
-                    at=self._clock.now(),
-                    actor=Actor(caller.id, caller.name, source),
-                    action="auth.login.authorize",
-                    subject="terraform login (token form)",
-                    outcome="failure",
-                    reason="an organization or team token",
-                )
-                s.commit()
+            self._failed(
+                Actor(caller.id, caller.name, source),
+                "auth.login.authorize",
+                "terraform login (token form)",
+                "an organization or team token",
+            )
             raise Unauthorized(SERVICE_ACCOUNT_REFUSED)
         return self.issue_code(caller.id, req, source=source, via="token form")
 
@@ -270,11 +324,14 @@ class LoginService:
 
     def redeem(self, form: dict[str, str], *, source: str) -> str:
         """The token endpoint: consume the code, check its bindings, answer a new API token."""
+        self.throttle.admit(source, "failed token requests")
         if form.get("grant_type") != "authorization_code":
+            self.throttle.charge(source)
             raise OAuthError("unsupported_grant_type", "only authorization_code is supported")
         code = form.get("code", "")
         verifier = form.get("code_verifier", "")
         if not code or not _VERIFIER.fullmatch(verifier):
+            self.throttle.charge(source)
             raise OAuthError("invalid_request", "code and a PKCE code_verifier are required")
         now = self._clock.now()
         digest = self._keys.token_hash(code)
@@ -308,22 +365,19 @@ class LoginService:
             )
             if failure is None and user is not None and user.is_service_account:
                 failure = SERVICE_ACCOUNT_REFUSED
+            if failure is None and user is not None and user.disabled_at is not None:
+                failure = DISABLED_REFUSED  # disabled between the code and its redemption
             if failure is not None or user is None:
                 s.commit()  # the code stays consumed
-                with self._db.unit_of_work(write=True) as s2:
-                    record(
-                        s2,
-                        at=now,
-                        actor=actor,
-                        action="auth.login.token",
-                        subject="terraform login",
-                        outcome="failure",
-                        reason=failure,
-                    )
-                    s2.commit()
-                raise OAuthError("invalid_grant", failure or "the user no longer exists")
+                failure = failure or "the user no longer exists"
+                self._failed(actor, "auth.login.token", "terraform login", failure)
+                raise OAuthError("invalid_grant", failure)
             token, value = self._tokens.issue(
-                s, user.id, "login", f"terraform login from {source or 'unknown address'}"
+                s,
+                user.id,
+                "login",
+                f"terraform login from {source or 'unknown address'}",
+                created_by=user.id,
             )
             record(
                 s,
@@ -415,7 +469,7 @@ def upsert_idp_user(
             s.add(user)
             s.flush()
         elif user.disabled_at is not None:
-            raise Unauthorized("this user is disabled in cairn; ask an administrator")
+            raise Unauthorized(DISABLED_REFUSED)
         elif ids.looks_like_any(user.username):  # named before usernames were kept from IDs
             renamed_from = user.username
             user.username = _idp_username(s, preferred, email)

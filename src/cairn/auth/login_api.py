@@ -5,7 +5,9 @@ The routes go through the request pipeline like every other (``cairn.tfeapi.http
 (``auth=None``: the person proves who they are inside the flow), form bodies refused over
 ``FORM_LIMIT``. Errors are pages for a browser (``html_error``), except on the token endpoint,
 which Terraform calls: RFC 6749 §5.2 JSON there (``oauth_error``). Bodies are small forms,
-parsed without extra libraries.
+parsed without extra libraries; a field no database can store (NUL, bytes that are not UTF-8)
+is a 400. Anonymous clients are bounded per address (``cairn.auth.throttle``): failed logins
+and token requests and redirects to the IdP spend a budget, then 429 with ``Retry-After``.
 
 The two POSTs are ordinary jobs (one thread hop, one write transaction). The two GETs that
 may talk to the IdP (the redirect to it, and its callback) run as one thread hop *outside* a
@@ -34,7 +36,8 @@ from cairn.auth.login import (
     login_page,
     parse_authorization,
 )
-from cairn.errors import ApiError, Unauthorized
+from cairn.errors import ApiError, BadRequest, TooManyRequests, Unauthorized
+from cairn.names import unstorable
 from cairn.tfeapi.http import Call, route
 
 FORM_LIMIT = 16 * 1024
@@ -46,6 +49,7 @@ class LoginFlow(Protocol):
 
     def login_with_token(self, token: str, req: AuthorizationRequest, *, source: str) -> str: ...
     def redeem(self, form: dict[str, str], *, source: str) -> str: ...
+    def throttle_idp_redirect(self, source: str) -> None: ...
     def issue_code(
         self, user_id: str, req: AuthorizationRequest, *, source: str, via: str
     ) -> str: ...
@@ -63,24 +67,48 @@ class LoginFlow(Protocol):
 
 def html_error(exc: ApiError) -> Response:
     """The pipeline's error renderer for the browser-facing login routes."""
-    return HTMLResponse(error_page(exc.detail), status_code=exc.status, headers=_NO_STORE)
+    return HTMLResponse(
+        error_page(exc.detail), status_code=exc.status, headers={**_NO_STORE, **exc.headers}
+    )
 
 
 def oauth_error(exc: ApiError) -> Response:
-    """The token endpoint's error renderer (RFC 6749 §5.2)."""
+    """The token endpoint's error renderer (RFC 6749 §5.2; a client over its budget gets a 429
+    with ``Retry-After`` and ``temporarily_unavailable``, RFC 6749 §4.1.2.1's word for it)."""
     if isinstance(exc, OAuthError):
         return _json({"error": exc.error, "error_description": exc.detail}, exc.status_code)
-    return _json({"error": "invalid_request", "error_description": exc.detail}, exc.status)
+    error = "temporarily_unavailable" if isinstance(exc, TooManyRequests) else "invalid_request"
+    return _json({"error": error, "error_description": exc.detail}, exc.status, exc.headers)
 
 
-def _json(body: dict[str, Any], status: int) -> Response:
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(body), status_code=status, media_type="application/json", headers=_NO_STORE
+        json.dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**_NO_STORE, **(headers or {})},
     )
 
 
 def _form(call: Call) -> dict[str, str]:
-    return dict(parse_qsl(call.raw.decode("utf-8", "replace"), keep_blank_values=True))
+    """The ``application/x-www-form-urlencoded`` body. A field that no database column can hold
+    (a NUL byte, or bytes that are not UTF-8 — kept as lone surrogates by ``surrogateescape``
+    so they are found here) is a 400 naming the field, never its value (it may be a token):
+    PostgreSQL refused such values with a 500, SQLite stored them."""
+    text = call.raw.decode("utf-8", "surrogateescape")
+    form = dict(parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"))
+    for name, value in form.items():
+        why = unstorable(name) or unstorable(value)
+        if why is not None:
+            shown = name if unstorable(name) is None else name.encode("unicode_escape").decode()
+            if "surrogate" in why:
+                why = "bytes that are not UTF-8"
+            raise BadRequest(
+                f"the form field '{shown}' contains {why}; send the form as UTF-8 text without "
+                "NUL bytes (start again with terraform login)",
+                parameter=shown,
+            )
+    return form
 
 
 def _own_transactions(handler: Callable[[Call], Response]) -> Callable[[Call], Awaitable[Response]]:
@@ -99,8 +127,9 @@ def routes(login: LoginFlow, idp: IdentityProvider | None) -> list[Route]:
 
     def authorization_page(call: Call) -> Response:
         req = parse_authorization(dict(call.request.query_params))
-        if idp is not None:
-            url = idp.begin(req.query())
+        if idp is not None:  # each redirect stores a pending login: bounded per address
+            login.throttle_idp_redirect(call.source)
+            url = idp.begin(req.query(), source_address=call.source)
             return RedirectResponse(url, status_code=302, headers=_NO_STORE)
         return HTMLResponse(login_page(req), headers=_NO_STORE)
 

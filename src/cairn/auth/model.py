@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, UniqueConstraint, false
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cairn.db.base import Base, UTCDateTime
@@ -50,6 +58,11 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Who created it (TFE's ``created-by``): the person whose token asked, or None (a token
+    # cairn made itself, and those from before this column).
+    created_by_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
 
     def __repr__(self) -> str:
         return f"ApiToken(id={self.id!r}, user_id={self.user_id!r}, kind={self.kind!r})"
@@ -76,10 +89,13 @@ class LoginState(Base):
     PKCE verifier (sealed), and the ``terraform login`` request to resume. Single-use."""
 
     __tablename__ = "login_states"
+    __table_args__ = (Index("ix_login_states_client_key_expires_at", "client_key", "expires_at"),)
     state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     nonce_hash: Mapped[str] = mapped_column(String(64))
     sealed_verifier: Mapped[bytes] = mapped_column(LargeBinary)
     resume: Mapped[str] = mapped_column(String(2000))  # the original authorization query
+    # Who asked (``throttle.client_key``): pending logins are bounded per address (L3).
+    client_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

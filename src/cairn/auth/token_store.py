@@ -21,6 +21,7 @@ from cairn.audit.log import Actor, record
 from cairn.auth.model import ApiToken, User
 from cairn.auth.tokens import TokenService
 from cairn.authz.subject import ServiceAccount, Subject
+from cairn.authz.subject import User as Person
 from cairn.clock import Clock, iso8601
 from cairn.db.engine import Database, affected
 from cairn.errors import Conflict, Forbidden, Invalid, NotFound
@@ -208,7 +209,10 @@ class TokenLedger:
             raise Forbidden(
                 "organization and team tokens may not create API tokens; use a person's token"
             )
-        token, value = self.tokens.issue(s, owner.id, kind, description, expires_at)
+        creator = caller.id if isinstance(caller, Person) else None
+        token, value = self.tokens.issue(
+            s, owner.id, kind, description, expires_at, created_by=creator
+        )
         record(
             s,
             at=token.created_at,

@@ -57,6 +57,8 @@ KIND_ADMIN_ENV: Final = "admin-env"  # CAIRN_ADMIN_TOKEN's value
 # authentication refuses one made before that rule.
 PERSON_KINDS: Final = (KIND_USER, KIND_LOGIN, KIND_BOOTSTRAP, KIND_ADMIN_ENV)
 _KIND_MAX = 16  # api_tokens.kind
+# What a disabled person's token is told (``cairn.auth.accounts``).
+USER_DISABLED = "this user is disabled in cairn; ask a site administrator to enable it"
 
 
 def _new_token_value() -> str:
@@ -196,11 +198,13 @@ class TokenService:
         expires_at: datetime | None = None,
         *,
         value: str | None = None,
+        created_by: str | None = None,
     ) -> tuple[ApiToken, str]:
         """A new token of a registered ``kind`` for ``owner_user_id``, added to ``session``
         (the caller's unit of work, which commits it) and flushed; returns the row and the
         value, which is shown once and never stored. ``value``: the exact value when the
-        operator chose it (CAIRN_ADMIN_TOKEN); otherwise a fresh random one."""
+        operator chose it (CAIRN_ADMIN_TOKEN); otherwise a fresh random one. ``created_by``:
+        the user who asked for it (None: cairn itself)."""
         self.kinds.get(kind)
         if kind in PERSON_KINDS:
             owner = session.get(UserRow, owner_user_id)
@@ -218,6 +222,7 @@ class TokenService:
             description=description,
             created_at=self._clock.now(),
             expires_at=expires_at,
+            created_by_id=created_by,
         )
         session.add(row)
         session.flush()
@@ -272,12 +277,12 @@ class TokenService:
         row, now = presented.row, presented.now
         if row is None:
             raise Unauthorized("the API token is not valid; check it, or create a new one")
+        if row.disabled_at is not None:  # first: disabling also revoked the user's tokens
+            raise Unauthorized(USER_DISABLED)
         if row.revoked_at is not None:
             raise Unauthorized("the API token has been revoked; create a new one")
         if row.expires_at is not None and row.expires_at <= now:
             raise Unauthorized("the API token has expired; create a new one")
-        if row.disabled_at is not None:
-            raise Unauthorized("this user is disabled; ask an administrator")
         if _laundered(row):
             raise Unauthorized(
                 "the API token was made from an organization or team token, which cairn no "

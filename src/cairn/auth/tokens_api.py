@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn.auth.token_store import MAX_DESCRIPTION, Issued, TokenRow
-from cairn.authz.subject import Subject
+from cairn.authz.subject import USER_TYPE, Subject
 from cairn.clock import iso8601
 from cairn.errors import BadRequest, Invalid
 from cairn.paging import Page
@@ -31,6 +31,7 @@ from cairn.tfeapi.jsonapi import (
     page_from,
     pagination_meta,
     parse_document,
+    parse_json,
     query,
 )
 
@@ -103,8 +104,14 @@ def token_doc(row: TokenRow, value: str | None = None) -> dict[str, Any]:
         "attributes": attrs,
         "links": {"self": f"/api/v2/authentication-tokens/{tok.id}"},
     }
+    creator = tok.created_by_id
+    doc["relationships"] = {
+        # Who created it (a person); null for tokens cairn made itself or made before this was
+        # recorded.
+        "created-by": {"data": {"id": creator, "type": USER_TYPE} if creator else None},
+    }
     if row.team_id is not None:
-        doc["relationships"] = {"team": {"data": {"id": row.team_id, "type": "teams"}}}
+        doc["relationships"]["team"] = {"data": {"id": row.team_id, "type": "teams"}}
     return doc
 
 
@@ -124,12 +131,22 @@ _BODY_LIMIT = 64 * 1024
 
 
 def _body(call: Call) -> Document:
-    """The create body; an empty one (older go-tfe sends none) means no attributes."""
+    """The create body. As HCP Terraform, no attributes when there is none: an empty body
+    (older go-tfe), ``null``, ``{}`` or ``{"data": null}``. go-tfe's option structs carry no
+    type (it sends ``"type": ""``); any other type must be the tokens' own."""
     raw = call.raw
     if not raw.strip():
         return Document(type=TYPE, id=None)
+    body = parse_json(raw)
+    if body is None or (isinstance(body, dict) and body.get("data") is None):
+        if isinstance(body, dict) and set(body) - {"data"}:
+            raise BadRequest(
+                "the request body must be a JSON:API document with a 'data' object",
+                pointer="/data",
+            )
+        return Document(type=TYPE, id=None)
     doc = parse_document(raw, None)
-    if doc.type not in _BODY_TYPES:
+    if doc.type not in (*_BODY_TYPES, ""):
         raise Invalid(f"'data.type' must be '{TYPE}', not '{doc.type}'", pointer="/data/type")
     return doc
 

@@ -1,9 +1,11 @@
 """Authorization: the vocabulary and the one decider (ground floor: imports only ``errors``
 and ``db``).
 
-- ``permissions``: what may be done (``workspace:read`` … ``org:manage``).
-- ``roles``: built-in roles (TFE access levels), organization-access flags, custom role checks.
-- ``model``: teams, memberships, custom roles and grants (the tables access is loaded from).
+- ``permissions``: what may be done (``workspace:read``, ``state:read`` … ``org:manage``).
+- ``roles``: built-in roles (TFE access levels), custom workspace access, team-project access
+  levels, organization-access flags, custom role checks.
+- ``model``: teams, memberships, custom roles, grants and team-project access (the tables access
+  is loaded from).
 - ``access``: ``Access`` and ``load_access`` (once per request, in its transaction).
 - ``subject``: ``Subject`` = ``User | ServiceAccount | System``, and lock ``Holder``.
 - ``authorizer``: ``require`` / ``allowed`` / ``visible`` (SQL filter) and the 404/403 style.
@@ -21,6 +23,7 @@ from cairn.authz.authorizer import (
     can,
     not_found,
     permissions,
+    permissions_on,
     require,
     require_placement,
     visible,
@@ -45,6 +48,7 @@ __all__ = [
     "holder_of",
     "not_found",
     "permissions",
+    "permissions_on",
     "require",
     "require_placement",
     "visible",

@@ -7,7 +7,9 @@ instead of loading every row. Everything else in cairn asks these three.
 The rules (DESIGN.md, "Identity for people"):
 - a site admin may do everything; ``org:manage`` in an organization means everything in it;
 - otherwise permissions are the union of the organization rights of the subject's teams (or
-  its organization token) and of every grant whose workspace ID or name pattern matches;
+  its organization token) and of every grant whose workspace ID or name pattern matches, or
+  whose project holds the workspace (team-project access); on a project, the organization
+  rights and the team-project access to it;
 - a subject that may not read a target is told it does not exist (404, no existence leak);
   one that may read it but not do what it asked is refused (403);
 - any error while deciding denies.
@@ -27,6 +29,7 @@ from cairn.authz.permissions import (
     ALL_PERMISSIONS,
     ORG_MANAGE,
     ORG_READ,
+    PROJECT_READ,
     WORKSPACE_MANAGE,
     WORKSPACE_READ,
 )
@@ -36,7 +39,7 @@ from cairn.errors import Forbidden, NotFound
 # Site-wide actions (signing keys, the audit log, user accounts): site admins only.
 SITE_READ: Final = "site:read"
 SITE_MANAGE: Final = "site:manage"
-_READS: Final = frozenset({WORKSPACE_READ, ORG_READ, SITE_READ})
+_READS: Final = frozenset({WORKSPACE_READ, PROJECT_READ, ORG_READ, SITE_READ})
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,15 @@ class Org:
 
 @dataclass(frozen=True)
 class Ws:
-    """A workspace, as a target of a check (its organization's ID and name with it)."""
+    """A workspace, as a target of a check (its organization's ID and name with it, and its
+    project's ID: team-project access reaches the workspaces of the project). With an empty
+    ``id``, a workspace about to be created (by that name, in that project)."""
 
     org_id: str
     org_name: str
     id: str
     name: str
+    project_id: str | None = None
 
     @property
     def label(self) -> str:
@@ -79,10 +85,14 @@ class Project:
     """A project, as a target of a check (its organization's ID and name with it).
 
     Its permissions are the organization-wide ones (team organization-access flags such as
-    ``manage-workspaces`` / ``manage-projects``, the organization token, owners, site admins):
-    grants choose workspaces by ID or name pattern and give nothing on projects. It may be read
-    with ``workspace:read`` (``read-projects`` / ``read-workspaces``); workspaces are placed
-    in it (created there, moved in or out) with ``workspace:manage`` (``require_placement``).
+    ``manage-workspaces`` / ``manage-projects``, the organization token, owners, site admins)
+    and those of the team-project access to it; workspace grants choose workspaces by ID or
+    name pattern and give nothing on projects. It is read with ``project:read``
+    (``read-projects`` / ``read-workspaces`` / any team-project access); a holder of
+    ``workspace:read`` organization-wide reads it too (``workspace:read`` on a project target
+    is accepted as reading it, as it was before projects had a permission of their own);
+    workspaces are placed in it (created there, moved in or out) with ``workspace:manage``
+    (``require_placement``).
     """
 
     org_id: str
@@ -105,9 +115,10 @@ def permissions(
     organization_id: str,
     workspace_name: str | None = None,
     workspace_id: str | None = None,
+    project_id: str | None = None,
 ) -> frozenset[str]:
-    """Permissions in one organization (and on one workspace, when named). Deny unless
-    granted; any error while checking denies."""
+    """Permissions in one organization (and on one workspace, when named, in the project
+    ``project_id``). Deny unless granted; any error while checking denies."""
     try:
         if subject.is_site_admin:
             return ALL_PERMISSIONS
@@ -121,7 +132,7 @@ def permissions(
                 perms.add(ORG_READ)
             return frozenset(perms)
         for grant in access.grants:
-            if grant.matches(organization_id, workspace_name, workspace_id):
+            if grant.matches(organization_id, workspace_name, workspace_id, project_id):
                 perms |= grant.permissions
         if WORKSPACE_READ in perms:
             perms.add(ORG_READ)
@@ -137,8 +148,33 @@ def permissions_on(subject: Subject, target: Target) -> frozenset[str]:
     if isinstance(target, Org):
         return permissions(subject, target.id)
     if isinstance(target, Project):
-        return permissions(subject, target.org_id)
-    return permissions(subject, target.org_id, target.name, target.id)
+        return project_permissions(subject, target)
+    perms = permissions(subject, target.org_id, target.name, target.id, target.project_id)
+    if not target.id and target.project_id and WORKSPACE_MANAGE not in perms:
+        # Creating a workspace in a project is the project's to allow (team-project access
+        # create: workspace:manage on the project, as for placing workspaces there).
+        project = Project(target.org_id, target.org_name, target.project_id, "")
+        if WORKSPACE_MANAGE in project_permissions(subject, project):
+            perms = perms | {WORKSPACE_MANAGE}
+    return perms
+
+
+def project_permissions(subject: Subject, project: Project) -> frozenset[str]:
+    """The organization-wide permissions, and those of team-project access to ``project``.
+    Reading workspaces organization-wide reads the project (``workspace:read`` and
+    ``project:read`` are one on a project)."""
+    try:
+        perms = set(permissions(subject, project.org_id))
+        if ORG_MANAGE in perms:
+            return ALL_PERMISSIONS
+        for grant in subject.access.projects:
+            if grant.organization_id == project.org_id and grant.project_id == project.id:
+                perms |= grant.permissions
+        if PROJECT_READ in perms or WORKSPACE_READ in perms:
+            perms |= {PROJECT_READ, WORKSPACE_READ, ORG_READ}
+        return frozenset(perms)
+    except Exception:
+        return frozenset()
 
 
 def allowed(subject: Subject, permission: str, target: Target) -> bool:
@@ -156,7 +192,9 @@ def _reads(target: Target) -> str:
         return SITE_READ
     if isinstance(target, Org):
         return ORG_READ
-    return WORKSPACE_READ  # a workspace, or a project (read-projects / read-workspaces)
+    if isinstance(target, Project):
+        return PROJECT_READ
+    return WORKSPACE_READ
 
 
 def require(subject: Subject, permission: str, target: Target, *, doing: str = "") -> None:
@@ -179,11 +217,12 @@ def require(subject: Subject, permission: str, target: Target, *, doing: str = "
 def require_placement(subject: Subject, project: Project, *, doing: str) -> None:
     """Raise unless ``subject`` may put workspaces into ``project`` or take them out of it
     (create one there, move one in or out), as in HCP Terraform, where that takes rights on
-    the project itself: ``workspace:manage`` on it, which only organization-wide rights give
+    the project itself: ``workspace:manage`` on it, which organization-wide rights give
     (``manage-workspaces``, ``manage-projects``, owners, the organization token, site
-    admins). A workspace grant alone, whatever its role, chooses no project: the id-token's
-    project claims (``sub``, ``terraform_project_id``) must mean that someone allowed to
-    place workspaces in that project did. The organization's default project, where a
+    admins) and team-project access (``maintain``, ``admin``, custom ``create``/``move``).
+    A workspace grant alone, whatever its role, chooses no project: the id-token's project
+    claims (``sub``, ``terraform_project_id``) must mean that someone allowed to place
+    workspaces in that project did. The organization's default project, where a
     workspace goes when none is named, needs nothing beyond the right to create or manage the
     workspace itself. Forbidden otherwise (a caller who may not even read the project is
     told, by whoever names it, that it does not exist).
@@ -192,8 +231,8 @@ def require_placement(subject: Subject, project: Project, *, doing: str) -> None
         return
     raise Forbidden(
         f"you may not {doing} {project.label}: that needs the {WORKSPACE_MANAGE} permission on "
-        "the project (organization access manage-workspaces or manage-projects); a workspace "
-        "grant gives none"
+        "the project (organization access manage-workspaces or manage-projects, or team-project "
+        "access maintain, admin or custom create/move); a workspace grant gives none"
     )
 
 
@@ -205,13 +244,17 @@ def visible(
     workspace_id: ColumnElement[str],
     workspace_name: ColumnElement[str],
     dialect: str,
+    project_id: ColumnElement[str] | None = None,
 ) -> ColumnElement[bool]:
     """A SQL condition on a workspace query: true for the workspaces of ``organization_id``
-    on which ``subject`` has ``permission`` (the same rule as ``permissions``, for lists)."""
+    on which ``subject`` has ``permission`` (the same rule as ``permissions``, for lists).
+    ``project_id``: the workspace's project column (without it, team-project access is not
+    counted: pass it wherever workspaces are listed)."""
     if permission in permissions(subject, organization_id):
         return true()  # organization-wide: a site admin, org:manage, a team's access flags
     clauses: list[ColumnElement[bool]] = []
     ids: list[str] = []
+    project_ids: list[str] = []
     for grant in subject.access.grants:
         if grant.organization_id != organization_id or permission not in grant.permissions:
             continue
@@ -219,8 +262,12 @@ def visible(
             ids.append(grant.workspace_id)
         elif grant.pattern is not None:
             clauses.append(_pattern_clause(workspace_name, grant.pattern, dialect))
+        elif grant.project_id is not None:
+            project_ids.append(grant.project_id)
     if ids:
         clauses.append(workspace_id.in_(ids))
+    if project_ids and project_id is not None:
+        clauses.append(project_id.in_(project_ids))
     return or_(*clauses) if clauses else false()
 
 
@@ -269,6 +316,9 @@ def can(
     organization_id: str,
     workspace_name: str | None = None,
     workspace_id: str | None = None,
+    project_id: str | None = None,
 ) -> bool:
     """``allowed`` for callers that hold IDs and names rather than a target."""
-    return permission in permissions(subject, organization_id, workspace_name, workspace_id)
+    return permission in permissions(
+        subject, organization_id, workspace_name, workspace_id, project_id
+    )

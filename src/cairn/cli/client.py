@@ -15,17 +15,23 @@ Where TLS trust comes from, first match wins:
 
 A data dir named explicitly adds its bundle even when ``SSL_CERT_FILE`` is set, since many
 machines set that variable globally to the system bundle.
+
+Where the token comes from, first match wins: ``--token``, ``CAIRN_TOKEN``, then the token
+``terraform login`` stored for the server's host (``~/.terraform.d/credentials.tfrc.json``), so
+a user who logged Terraform in needs nothing more.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import click
@@ -131,16 +137,54 @@ class Connection:
             )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise CliError(f"--url / CAIRN_URL must be the server's root URL, like {DEFAULT_URL}")
+        if not (token or "").strip():
+            token = terraform_credentials(parts.netloc, environ)
         return cls(url=base, token=_check_token(token), trust=resolve_trust(data_dir, environ))
+
+
+# A credentials file is a few entries; anything larger is not one.
+MAX_CREDENTIALS_BYTES = 1024 * 1024
+
+
+def terraform_credentials(host: str, environ: Mapping[str, str]) -> str | None:
+    """The token ``terraform login`` stored for ``host`` (``localhost:8443``), or None.
+
+    An unreadable or malformed file is named in the error, never silently skipped."""
+    home = environ.get("HOME") or str(Path.home())
+    path = Path(home) / ".terraform.d" / "credentials.tfrc.json"
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_CREDENTIALS_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CREDENTIALS_BYTES:
+        raise CliError(f"{path} is larger than 1 MiB; it is not a Terraform credentials file")
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise CliError(
+            f"{path} is not valid JSON; fix it or run `terraform login {host}` again"
+        ) from None
+    creds = doc.get("credentials") if isinstance(doc, dict) else None
+    if not isinstance(creds, dict):
+        return None
+    wanted = host.lower()
+    for name, entry in creds.items():
+        if str(name).lower() == wanted and isinstance(entry, dict):
+            value = entry.get("token")
+            return value if isinstance(value, str) else None
+    return None
 
 
 def _check_token(token: str | None) -> str:
     value = (token or "").strip()
     if not value:
         raise CliError(
-            "an API token is required: set CAIRN_TOKEN (or pass --token). `cairn serve` prints "
-            "the built-in admin's token at its first start (CAIRN_ADMIN_TOKEN on the server sets "
-            "your own); `terraform login` stores one in ~/.terraform.d/credentials.tfrc.json."
+            "an API token is required: set CAIRN_TOKEN (or pass --token), or run `terraform "
+            "login HOST` for this server. `cairn serve` prints the built-in admin's token at its "
+            "first start (CAIRN_ADMIN_TOKEN on the server sets your own)."
         )
     if not value.isprintable() or any(c.isspace() for c in value) or not value.isascii():
         # Never echo it: a malformed token is still likely a real secret.
@@ -191,6 +235,14 @@ def _context(cafiles: list[Path]) -> ssl.SSLContext:
 
 
 # -- the client ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Download:
+    """What ``CairnClient.download`` wrote: its size and MD5 (hex)."""
+
+    size: int
+    md5: str
 
 
 class CairnClient:
@@ -246,6 +298,55 @@ class CairnClient:
     ) -> None:
         """DELETE ``path`` (with a body for relationship endpoints); any 2xx is success."""
         self._request("DELETE", path, body=body, doing=doing, jsonapi=jsonapi)
+
+    def patch(
+        self, path: str, body: JSONObject | None = None, *, doing: str, jsonapi: bool = False
+    ) -> JSONObject:
+        """PATCH ``body`` as JSON to ``path``; the decoded JSON object of the answer."""
+        return self._request("PATCH", path, body=body, doing=doing, jsonapi=jsonapi)
+
+    def download(
+        self,
+        path: str,
+        sink: BinaryIO,
+        *,
+        doing: str,
+        on_progress: Callable[[int, int | None], None] | None = None,
+    ) -> Download:
+        """GET ``path`` and write the body to ``sink`` as it arrives (never whole in memory).
+        ``on_progress(received, total)`` is called after each chunk (total: Content-Length)."""
+        import httpx
+
+        md5 = hashlib.md5(usedforsecurity=False)
+        received = 0
+        try:
+            with self._http.stream("GET", path, headers={"Accept": "*/*"}) as response:
+                if response.is_error:
+                    response.read()
+                    raise ApiFailure(
+                        f"cannot {doing}: {self._redact(describe_error(response))}",
+                        response.status_code,
+                    )
+                length = response.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+                for chunk in response.iter_bytes(1024 * 1024):
+                    sink.write(chunk)
+                    md5.update(chunk)
+                    received += len(chunk)
+                    if on_progress is not None:
+                        on_progress(received, total)
+        except httpx.TimeoutException:
+            raise CliError(
+                f"cannot {doing}: {self.url} stopped answering for {TIMEOUT_SECONDS:.0f}s "
+                f"after {received} bytes; try again"
+            ) from None
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot {doing}: {self._transport_hint(exc)}") from None
+        if total is not None and received != total:
+            raise CliError(
+                f"cannot {doing}: the server sent {received} of {total} bytes; try again"
+            )
+        return Download(received, md5.hexdigest())
 
     def _request(
         self,

@@ -1,6 +1,7 @@
 """Entry point: ``cairn serve``, ``cairn db upgrade``, ``cairn version``, and the client
-commands that talk to a running cairn: ``cairn keys …``, ``cairn id-token``,
-``cairn tokens …``, ``cairn audit``."""
+commands that talk to a running cairn: ``cairn org …``, ``cairn workspace …``,
+``cairn state …``, ``cairn keys …``, ``cairn id-token``, ``cairn tokens …``, ``cairn audit``,
+``cairn rbac …``, ``cairn user disable|enable``."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from cairn import __version__
 from cairn.cli.audit import audit
 from cairn.cli.idtoken import id_token
 from cairn.cli.keys import keys
+from cairn.cli.orgs import org
 from cairn.cli.rbac import rbac
 from cairn.cli.serve import serve
+from cairn.cli.state import state
 from cairn.cli.tokens import tokens
+from cairn.cli.users import user
+from cairn.cli.workspaces import workspace
 from cairn.errors import ConfigError
 
 
@@ -45,11 +50,15 @@ def db_upgrade(database_url: str | None, data_dir: str | None) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(org)
+cli.add_command(workspace)
+cli.add_command(state)
 cli.add_command(keys)
 cli.add_command(id_token)
 cli.add_command(tokens)
 cli.add_command(audit)
 cli.add_command(rbac)
+cli.add_command(user)
 
 
 def main() -> None:

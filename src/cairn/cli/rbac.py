@@ -98,7 +98,7 @@ def users_list(url: str, token: str | None, data_dir: str | None, as_json: bool)
         return
     _table(
         "users",
-        ["id", "username", "email", "site admin", "service", "IdP", "last login"],
+        ["id", "username", "email", "site admin", "service", "IdP", "last login", "disabled"],
         [
             [
                 u.get("id"),
@@ -108,6 +108,7 @@ def users_list(url: str, token: str | None, data_dir: str | None, as_json: bool)
                 u.get("service-account"),
                 u.get("idp-issuer"),
                 u.get("last-login-at"),
+                u.get("disabled-at"),
             ]
             for u in items
             if isinstance(u, dict)

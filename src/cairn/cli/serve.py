@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -58,8 +59,8 @@ log = logging.getLogger("cairn")
 @click.option(
     "--blob-store",
     envvar="CAIRN_BLOB_STORE",
-    type=click.Choice(["filesystem", "database"]),
-    help="Where state bytes live [default: filesystem].",
+    type=click.Choice(["filesystem", "database", "s3"]),
+    help="Where state bytes live [default: filesystem]; s3 needs CAIRN_S3_BUCKET.",
 )
 def serve(
     data_dir: str | None,
@@ -74,10 +75,13 @@ def serve(
     """Start cairn."""
     import uvicorn
 
-    from cairn import logs
+    from cairn import datadir, logs
     from cairn.app import build_services, create_app
+    from cairn.tfeapi.timeouts import header_timeout_protocol
     from cairn.tls import ensure_dev_tls
 
+    # Nothing cairn creates is meant for other accounts (the database, its WAL, blobs, keys).
+    os.umask(0o077)
     try:
         settings = from_environment(
             data_dir=data_dir,
@@ -89,7 +93,10 @@ def serve(
             plain_http=plain_http,
             blob_store=blob_store,
         )
-        logs.configure(settings.log_level, json_lines=settings.log_json)
+        logs.configure(settings.log_level, fmt=settings.log_format)
+        datadir.prepare(settings.data_dir, settings.database_url)
+        # Held until the process ends (the kernel releases it, even after kill -9).
+        held = datadir.lock(settings.data_dir, settings.database_url)
         startup = build_services(settings)
     except CairnError as exc:  # configuration, or stored data that cannot be opened
         click.secho(f"cairn cannot start: {exc}", fg="red", err=True)
@@ -114,7 +121,11 @@ def serve(
         host=settings.listen_host,
         port=settings.listen_port,
         log_config=None,
-        proxy_headers=settings.plain_http,
+        # X-Forwarded-For/-Proto only from CAIRN_TRUSTED_PROXIES (uvicorn would otherwise
+        # believe whatever 127.0.0.1 says, and FORWARDED_ALLOW_IPS from the environment).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
+        http=header_timeout_protocol(settings.header_timeout.total_seconds()),
         server_header=False,
         timeout_graceful_shutdown=20,
         **ssl,  # type: ignore[arg-type]
@@ -122,6 +133,7 @@ def serve(
     _GracefulServer(config).run()
     startup.services.audited.close()  # normally done by the app's shutdown already
     startup.services.db.dispose()
+    held.release()
 
 
 def _graceful_server_class() -> type:
@@ -162,6 +174,9 @@ def _banner(
         f"  data dir:  {settings.data_dir}\n  database:  {redact_url(settings.database_url)}\n"
         f"  blobs:     {settings.blob_store}\n"
     )
+    if settings.blob_store == "s3":
+        endpoint = f" at {settings.s3_endpoint}" if settings.s3_endpoint else ""
+        w(f"             s3://{settings.s3_bucket}/{settings.s3_prefix}{endpoint}\n")
     if created_secret:
         w(
             f"  generated a secret key in {settings.data_dir / 'secret.key'}\n"
@@ -177,6 +192,7 @@ def _banner(
             "\nThe built-in admin's API token (shown once; CAIRN_ADMIN_TOKEN sets your own):\n"
             f"  {token}\n"
         )
+    w(_next_steps(settings, bundle, token))
     w(
         "\nTerraform CLI credentials (~/.terraform.d/credentials.tfrc.json):\n"
         f'  {{"credentials": {{"{host}": {{"token": "<admin token>"}}}}}}\n'
@@ -188,3 +204,31 @@ def _banner(
         '      workspaces { name = "<workspace>" }\n    }\n  }\n\n'
     )
     out.flush()
+
+
+def _next_steps(settings: Settings, bundle: Path | None, token: str | None) -> str:
+    """The commands a newcomer types next, in another shell, ready to paste."""
+    import shutil
+
+    host = urlsplit(settings.public_url).netloc
+    exe = sys.argv[0] if sys.argv and sys.argv[0].endswith("cairn") else "cairn"
+    found = shutil.which("cairn")
+    cairn = "cairn" if found and Path(found).resolve() == Path(exe).resolve() else exe
+    lines = ["", "Next steps, in another shell:"]
+    if bundle is not None:
+        lines.append(f"  export SSL_CERT_FILE={bundle}")
+    if settings.public_url != "https://localhost:8443":
+        lines.append(f"  export CAIRN_URL={settings.public_url}")
+    if token:
+        lines.append(f"  export CAIRN_TOKEN={token}")
+    else:
+        lines.append(
+            "  export CAIRN_TOKEN=<your token>   # the admin's was printed at the first start"
+        )
+    lines += [
+        f"  {cairn} org create my-org",
+        f"  {cairn} workspace create my-org/my-workspace",
+        f"  terraform login {host}   # stores a token for Terraform (and for {cairn})",
+        "",
+    ]
+    return "\n".join(lines)

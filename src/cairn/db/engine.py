@@ -9,12 +9,20 @@ no request can keep a backend busy after its client has gone; a statement cut by
 answered 503 (``Unavailable``). Work that may legitimately run longer (background
 maintenance) runs inside ``no_statement_timeout()``; migrations lift it in their own
 transaction.
+
+PostgreSQL connections are not pinged at every checkout (``pool_pre_ping`` would add a round
+trip to every transaction): only one that sat idle in the pool for ``IDLE_PING`` seconds is
+checked first (and replaced if dead: what idle timeouts, firewalls and server restarts kill).
+A connection that dies while in use fails its statement; SQLAlchemy then recycles every
+connection of the pool opened before it, and the request is answered 503 ("try again"),
+never with a half-done write.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,14 +30,17 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cairn.datadir import private_sqlite, sqlite_path
 from cairn.errors import Unavailable
 
 _WRITE = "cairn_write"
 # PostgreSQL's SQLSTATE for a statement cancelled (by statement_timeout or pg_cancel_backend).
 _QUERY_CANCELED = "57014"
+# Seconds a PostgreSQL connection may rest in the pool before it is pinged at checkout.
+IDLE_PING = 10.0
 # Set inside no_statement_timeout(): transactions begun then lift the statement timeout.
 _unbounded: ContextVar[bool] = ContextVar("cairn_no_statement_timeout", default=False)
 
@@ -56,6 +67,11 @@ def _timeouts_answered() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable(
+                "cairn lost its connection to the database during this request, so its "
+                "changes may not have been saved; check, then try again"
+            ) from exc
         if not statement_timed_out(exc):
             raise
         raise Unavailable(
@@ -116,6 +132,11 @@ def make_engine(
     limit): the longest any one statement may run, outside ``no_statement_timeout()``."""
     url = sqlalchemy_url(database_url)
     if url.startswith("sqlite"):
+        database = sqlite_path(database_url)
+        if database is not None:
+            # Created 0600 before SQLite opens it: SQLite gives the WAL, SHM and journal the
+            # database file's mode, so all of them stay private whatever the umask.
+            private_sqlite(database)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
@@ -153,13 +174,13 @@ def make_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         hide_parameters=True,  # never statement parameters in exceptions or logs
         # Set at connect time (no round trip per transaction); the server enforces it even
         # when the client has gone.
         connect_args={"options": f"-c statement_timeout={millis}"} if millis > 0 else {},
     )
+    _ping_when_idle(engine)
     if millis > 0:
 
         @event.listens_for(engine, "begin")
@@ -168,6 +189,26 @@ def make_engine(
                 conn.connection.dbapi_connection.execute("SET LOCAL statement_timeout = 0")
 
     return engine
+
+
+def _ping_when_idle(engine: Engine, idle: float | None = None) -> None:
+    """Ping a pooled connection at checkout only when it rested ``idle`` seconds (default
+    ``IDLE_PING``) or more; a dead one is replaced (the pool retries the checkout)."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["cairn_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("cairn_idle_since", None)
+        limit = IDLE_PING if idle is None else idle
+        if since is None or time.monotonic() - since < limit:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the driver's error for a closed connection
+            raise DisconnectionError("a pooled connection to the database was dead") from exc
 
 
 class Database:

@@ -24,12 +24,13 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("cairn.db")
 
@@ -147,6 +148,8 @@ class Listener:
                 self._stop.wait(self._reconnect)
 
     def _listen(self) -> None:
+        import psycopg  # only PostgreSQL deployments pay for the driver's import
+
         with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
             listening: set[str] = set()
             self._changed.clear()
@@ -167,6 +170,8 @@ class Listener:
                     self._listen_to(conn, listening)
 
     def _listen_to(self, conn: psycopg.Connection[Any], listening: set[str]) -> None:
+        from psycopg import sql
+
         for channel in self.channels:
             if channel not in listening:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

@@ -6,7 +6,7 @@ API for keys, and minting tokens for pipelines that run Terraform themselves.
 
 from __future__ import annotations
 
-import json
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from cairn.errors import BadRequest, Invalid
 from cairn.identity.discovery import DISCOVERY_PATH, JWKS_JSON_PATH, JWKS_PATH, Document
 from cairn.identity.issuer import Minted, Place
 from cairn.identity.plan import Plan
+from cairn.identity.tokens import MAX_AUDIENCE_LENGTH, MAX_AUDIENCES
 from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import parse_json
 
@@ -159,22 +160,61 @@ class MintRequest:
     run_id: str | None
 
 
+def _audience_problem(value: str) -> str | None:
+    """What is wrong with one audience value, or None. An audience is compared byte for byte
+    by the verifier (AWS, GCP, Azure, Vault): control characters, invisible format characters
+    (zero-width, bidi overrides), line separators and surrounding spaces could only make two
+    audiences look alike to a person while differing to the verifier."""
+    if not value.strip():
+        return "must not be empty"
+    if len(value) > MAX_AUDIENCE_LENGTH:
+        return f"is longer than {MAX_AUDIENCE_LENGTH} characters"
+    if value != value.strip():
+        return "has leading or trailing spaces"
+    for c in value:
+        if unicodedata.category(c) in _REFUSED_CATEGORIES:
+            return f"contains the control or invisible character U+{ord(c):04X}"
+    return None
+
+
+# Cc: C0/C1 controls and DEL; Cf: format (zero-width, bidi); Cs: lone surrogates; Zl/Zp:
+# line and paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def parse_audience(audience: object) -> str | list[str]:
+    """The ``audience`` member: a string, or a list of 1 to MAX_AUDIENCES strings, each 1 to
+    MAX_AUDIENCE_LENGTH printable characters (Invalid naming ``/audience`` or the entry's
+    pointer ``/audience/<index>``)."""
+    if isinstance(audience, str):
+        problem = _audience_problem(audience)
+        if problem is not None:
+            raise Invalid(f"audience {problem}", pointer="/audience")
+        return audience
+    if not isinstance(audience, list) or not audience:
+        raise Invalid(
+            "audience is required: a string, or a non-empty list of strings", pointer="/audience"
+        )
+    if len(audience) > MAX_AUDIENCES:
+        raise Invalid(
+            f"audience has {len(audience)} entries; a token carries at most {MAX_AUDIENCES}",
+            pointer="/audience",
+        )
+    for index, value in enumerate(audience):
+        if not isinstance(value, str):
+            raise Invalid("each audience must be a string", pointer=f"/audience/{index}")
+        problem = _audience_problem(value)
+        if problem is not None:
+            raise Invalid(f"audience {index} {problem}", pointer=f"/audience/{index}")
+    return list(audience)
+
+
 def parse_mint_request(raw: bytes) -> MintRequest:
     """Check the body of a mint request (BadRequest / Invalid naming the member)."""
     body = parse_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object with 'audience' and 'run_phase'")
-    audience = body.get("audience")
-    if isinstance(audience, str):
-        audience_value: str | list[str] = audience
-    elif isinstance(audience, list) and audience and all(isinstance(a, str) for a in audience):
-        audience_value = list(audience)
-    else:
-        raise Invalid(
-            "audience is required: a string, or a non-empty list of strings", pointer="/audience"
-        )
-    if len(json.dumps(audience_value)) > 2048:
-        raise Invalid("audience is too long", pointer="/audience")
+    audience_value = parse_audience(body.get("audience"))
     phase = body.get("run_phase")
     if phase not in ("plan", "apply"):
         raise Invalid("run_phase must be 'plan' or 'apply'", pointer="/run_phase")

@@ -70,7 +70,11 @@ class Place(NamedTuple):
     def target(self) -> authz.Ws:
         """The workspace as the target of an access check."""
         return authz.Ws(
-            self.organization_id, self.organization_name, self.workspace_id, self.workspace_name
+            self.organization_id,
+            self.organization_name,
+            self.workspace_id,
+            self.workspace_name,
+            self.project_id,
         )
 
 

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from starlette.responses import Response
 from starlette.routing import Route
 
 from cairn.authz.subject import Subject
+from cairn.errors import NotFound
 from cairn.organizations import wire
 from cairn.organizations.model import Organization, Project
 from cairn.organizations.service import OrgUpdate, check_execution_mode
 from cairn.paging import Page
 from cairn.tfeapi.http import Call, no_content, route
-from cairn.tfeapi.jsonapi import Document, JsonApiResponse, page_from, pagination_meta, query
+from cairn.tfeapi.jsonapi import (
+    Document,
+    Includes,
+    JsonApiResponse,
+    Resource,
+    loader_by_id,
+    page_from,
+    pagination_meta,
+    query,
+)
 
 
 class Organizations(Protocol):
@@ -64,13 +75,13 @@ class Handlers:
     def list_organizations(self, call: Call) -> Response:
         page = page_from(call.request)
         orgs, total = self.orgs.list_organizations(call.caller, page, query(call.request, "q"))
-        data = [wire.organization(o, call.caller) for o in orgs]
-        return JsonApiResponse({"data": data, "meta": pagination_meta(page, total)})
+        data = [wire.organization(o, call.caller, self.orgs.default_project_id(o.id)) for o in orgs]
+        return call.respond(data, resource_type="organizations", meta=pagination_meta(page, total))
 
     def show_organization(self, call: Call) -> Response:
         org = self.orgs.get(call.caller, call.param("org"))
         prj = self.orgs.default_project_id(org.id)
-        return JsonApiResponse({"data": wire.organization(org, call.caller, prj)})
+        return call.respond(wire.organization(org, call.caller, prj))
 
     def update_organization(self, call: Call) -> Response:
         doc = call.document("organizations")
@@ -99,11 +110,10 @@ class Handlers:
         org, rows, total = self.orgs.list_projects(
             call.caller, call.param("org"), page, names, query(call.request, "q")
         )
-        return JsonApiResponse(
-            {
-                "data": [wire.project(org, p, call.caller) for p in rows],
-                "meta": pagination_meta(page, total),
-            }
+        return call.respond(
+            [wire.project(org, p, call.caller) for p in rows],
+            resource_type="projects",
+            meta=pagination_meta(page, total),
         )
 
     def create_project(self, call: Call) -> Response:
@@ -116,7 +126,7 @@ class Handlers:
 
     def show_project(self, call: Call) -> Response:
         org, prj = self.orgs.get_project(call.caller, call.param("id"))
-        return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
+        return call.respond(wire.project(org, prj, call.caller))
 
     def update_project(self, call: Call) -> Response:
         doc = call.document("projects")
@@ -145,3 +155,32 @@ def routes(service: Organizations) -> list[Route]:
         route("/projects/{id}", h.update_project, ["PATCH"]),
         route("/projects/{id}", h.delete_project, ["DELETE"]),
     ]
+
+
+def offer_includes(includes: Includes, service: Organizations) -> None:
+    """What ``include=`` can name on organizations and projects (HCP Terraform's lists), and
+    how organizations, their entitlement sets and projects are loaded for ``included``."""
+    includes.offer("organizations", "entitlement_set", "default_project")
+    includes.offer("projects", "organization", "effective_tag_bindings")
+
+    def organization(caller: Subject, name: str) -> Resource:
+        org = service.get(caller, name)
+        return wire.organization(org, caller, service.default_project_id(org.id))
+
+    def project(caller: Subject, project_id: str) -> Resource:
+        org, prj = service.get_project(caller, project_id)
+        return wire.project(org, prj, caller)
+
+    def entitlement_sets(
+        caller: Subject, orgs: Sequence[Resource]
+    ) -> Iterable[tuple[Resource, list[Resource]]]:
+        for doc in orgs:
+            try:
+                org = service.get(caller, doc["id"])
+            except NotFound:
+                continue
+            yield doc, [wire.entitlement_set(org)]
+
+    includes.loader("organizations", loader_by_id(organization))
+    includes.loader("projects", loader_by_id(project))
+    includes.resolver("organizations", "entitlement-set", entitlement_sets)

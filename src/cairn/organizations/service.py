@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cairn import authz, ids
-from cairn.authz.permissions import ORG_MANAGE
+from cairn.authz.permissions import ORG_MANAGE, PROJECT_MANAGE
 from cairn.authz.subject import Subject
 from cairn.clock import Clock
 from cairn.db.engine import Database
@@ -163,7 +163,9 @@ class OrganizationService:
     ) -> tuple[Organization, Project]:
         check_project_name(name)
         with self._db.unit_of_work(write=True) as s:
-            org = self._managed(s, caller, org_name, "create projects in")
+            org = store.readable(s, caller, org_name)
+            # TFE's manage-projects (org-wide project:manage), the owners.
+            authz.require(caller, PROJECT_MANAGE, store.target(org), doing="create projects in")
             prj = Project(
                 id=ids.new_id("project"),
                 organization_id=org.id,
@@ -187,7 +189,8 @@ class OrganizationService:
     ) -> tuple[Organization, Project]:
         with self._db.unit_of_work(write=True) as s:
             org, prj = store.project(s, caller, project_id)
-            authz.require(caller, ORG_MANAGE, store.target(org), doing="change the projects of")
+            target = store.project_target(org, prj)
+            authz.require(caller, PROJECT_MANAGE, target, doing="change the settings of")
             if name is not None and name != prj.name:
                 if prj.is_default:
                     raise Invalid(
@@ -205,7 +208,7 @@ class OrganizationService:
     def delete_project(self, caller: Subject, project_id: str) -> None:
         with self._db.unit_of_work(write=True) as s:
             org, prj = store.project(s, caller, project_id)
-            authz.require(caller, ORG_MANAGE, store.target(org), doing="delete the projects of")
+            authz.require(caller, PROJECT_MANAGE, store.project_target(org, prj), doing="delete")
             if prj.is_default:
                 raise Conflict("the Default Project cannot be deleted")
             for before_delete_project in self.hooks.before_delete_project:

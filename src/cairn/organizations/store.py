@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session
 
 from cairn import authz
-from cairn.authz.permissions import ORG_READ, WORKSPACE_READ
+from cairn.authz.permissions import ORG_READ, PROJECT_READ
 from cairn.authz.subject import Subject
 from cairn.organizations.model import Organization, Project
 from cairn.paging import Page
@@ -18,6 +18,11 @@ from cairn.paging import Page
 def target(org: Organization) -> authz.Org:
     """The organization as the authorizer sees it."""
     return authz.Org(org.id, org.name)
+
+
+def project_target(org: Organization, prj: Project) -> authz.Project:
+    """A project as the authorizer sees it."""
+    return authz.Project(org.id, org.name, prj.id, prj.name, prj.is_default)
 
 
 def readable(s: Session, caller: Subject, name: str) -> Organization:
@@ -58,14 +63,15 @@ def default_project_id(s: Session, org_id: str) -> str | None:
 
 
 def project(s: Session, caller: Subject, project_id: str) -> tuple[Organization, Project]:
-    """A project and its organization; NotFound unless the caller may read the workspaces of
-    the organization (the project's own ID is named, never its organization: no leak)."""
+    """A project and its organization; NotFound unless the caller may read it (read-projects,
+    read-workspaces, team-project access: ``authz.Project``; the project's own ID is named,
+    never its organization: no leak)."""
     row = s.execute(
         select(Organization, Project)
         .join(Project, Project.organization_id == Organization.id)
         .where(Project.id == project_id)
     ).first()
-    if row is None or not authz.allowed(caller, WORKSPACE_READ, target(row[0])):
+    if row is None or not authz.allowed(caller, PROJECT_READ, project_target(row[0], row[1])):
         raise authz.not_found("project", repr(project_id))
     return row[0], row[1]
 

@@ -62,7 +62,14 @@ def organization(
                 "can-create-project": manage,
             },
         },
-        "relationships": {},
+        "relationships": {
+            "entitlement-set": {
+                "data": {"id": org.id, "type": "entitlement-sets"},
+                "links": {"related": f"/api/v2/organizations/{org.name}/entitlement-set"},
+            },
+            "default-project": {"data": None},
+            "default-agent-pool": {"data": None},
+        },
         "links": {"self": f"/api/v2/organizations/{org.name}"},
     }
     if default_project_id:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -12,16 +12,23 @@ from typing import Protocol
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from cairn.authz.permissions import STATE_READ_OUTPUTS
 from cairn.authz.subject import Subject
+from cairn.blobs.store import CHUNK
 from cairn.errors import BadRequest, Invalid, NotFound, PayloadTooLarge
 from cairn.paging import Page
 from cairn.state import wire
-from cairn.state.model import StateVersion, StateVersionOutput
-from cairn.state.service import NewVersion, VersionView, decode_base64
+from cairn.state.intake import Base64Decoder, InlineBody, Kind, Staged
+from cairn.state.model import StateVersionOutput
+from cairn.state.service import NewVersion, VersionView
 from cairn.state.uploads import Upload
 from cairn.tfeapi.http import Call, route
 from cairn.tfeapi.jsonapi import (
+    Document,
+    Includes,
     JsonApiResponse,
+    Resource,
+    loader_by_id,
     page_from,
     pagination_meta,
     parse_document,
@@ -35,10 +42,11 @@ MAX_SERIAL = 2**63 - 1  # a signed 64-bit column on every database
 class States(Protocol):
     """What the handlers need of ``StateService``."""
 
+    def stage(self, kind: Kind) -> Staged: ...
     def create(self, caller: Subject, ws_id: str, new: NewVersion, source: str) -> VersionView: ...
     def history(self, caller: Subject, ws_id: str, page: Page) -> tuple[list[VersionView], int]: ...
-    def get(self, caller: Subject, sv_id: str) -> VersionView: ...
-    def current(self, caller: Subject, ws_id: str) -> VersionView: ...
+    def get(self, caller: Subject, sv_id: str, *, need: str = ...) -> VersionView: ...
+    def current(self, caller: Subject, ws_id: str, *, need: str = ...) -> VersionView: ...
     def output(self, caller: Subject, output_id: str) -> tuple[StateVersionOutput, VersionView]: ...
     def download(
         self, caller: Subject, sv_id: str, *, json_state: bool = False
@@ -50,7 +58,7 @@ class States(Protocol):
 class Uploads(Protocol):
     """What the handlers need of ``HostedUploads``."""
 
-    def token(self, sv: StateVersion, kind: str) -> str | None: ...
+    def token(self, view: VersionView, kind: str, caller: Subject) -> str | None: ...
     def start(self, sv_id: str, token: str) -> Upload: ...
     def finish(self, upload: Upload, source: str) -> int: ...
 
@@ -75,37 +83,77 @@ class Handlers:
         self.resolve = resolve
         self.limits = limits
 
-    def _document(self, view: VersionView) -> dict[str, object]:
-        return wire.state_version(view, self.limits.public_url, self.uploads.token)
+    def _document(self, view: VersionView, caller: Subject) -> dict[str, object]:
+        """``view`` as ``caller`` sees it: upload URLs only for a caller who may write it."""
+        return wire.state_version(
+            view,
+            self.limits.public_url,
+            lambda _sv, kind: self.uploads.token(view, kind, caller),
+        )
 
     async def create_state_version(self, call: Call) -> Response:
+        """Terraform 1.0.3 sends the state inline, base64 in ``data.attributes.state``: the
+        body is scanned as it arrives and the state decoded, hashed, checked and written to an
+        uncommitted blob a MiB at a time, in worker threads (``state.intake``); the event loop
+        only passes chunks on. The rest of the body is parsed as usual, bounded."""
         max_state = self.limits.max_state_bytes
+        body = InlineBody(
+            self.states.stage,
+            max_skeleton=self.limits.max_json_body_bytes,
+            max_encoded=(max_state + 2) // 3 * 4,
+        )
         # base64 grows the state by 4/3; leave room for the JSON state that newer CLIs also send.
-        raw = b"".join([c async for c in call.stream(max_state * 3 + 1024 * 1024)])
-        doc = parse_document(raw, "state-versions")
+        chunks = call.stream(max_state * 3 + 1024 * 1024)
+        await _pump(call, chunks, body.feed, body.abort)
+        try:
+            new = await call.run(self._parse_create, body)
+            view = await call.run(
+                self.states.create, call.caller, call.param("id"), new, call.source
+            )
+        except BaseException:
+            body.abort()  # the service has aborted what it was given; the rest is thrown away
+            raise
+        # Its resources were counted while the state was checked, before it was stored.
+        return JsonApiResponse({"data": self._document(view, call.caller)}, status_code=201)
+
+    def _parse_create(self, body: InlineBody) -> NewVersion:
+        """The create document (worker thread): attributes from the skeleton, the state and
+        JSON state as staged while the body arrived."""
+        doc = parse_document(body.close(), "state-versions")
         serial = doc.integer("serial", required=True, minimum=0)
         if serial is not None and serial > MAX_SERIAL:
             raise Invalid(f"serial must be at most {MAX_SERIAL}", pointer="/data/attributes/serial")
         md5 = (doc.string("md5", required=True, max_len=32) or "").lower()
         if not _MD5.fullmatch(md5):
             raise Invalid("md5 must be 32 hexadecimal characters", pointer="/data/attributes/md5")
-        lineage = doc.string("lineage", max_len=64)
+        lineage = doc.string("lineage", max_len=64) or ""
         force = bool(doc.boolean("force"))
-        raw_state = doc.string("state", max_len=max_state * 2)
-        state = decode_base64(raw_state, "/data/attributes/state") if raw_state else None
-        raw_json = doc.string("json-state", max_len=max_state * 2)
-        json_state = decode_base64(raw_json, "/data/attributes/json-state") if raw_json else None
-        if state is not None and len(state) > max_state:
-            raise PayloadTooLarge("the state exceeds CAIRN_MAX_STATE_MB")
-        if not lineage:
-            raise Invalid("attribute 'lineage' is required", pointer="/data/attributes/lineage")
+        state = self._staged(doc, body, "state")
+        json_state = self._staged(doc, body, "json")
         assert serial is not None
-        new = NewVersion(
+        return NewVersion(
             serial=serial, md5=md5, lineage=lineage, force=force, state=state, json_state=json_state
         )
-        view = await call.run(self.states.create, call.caller, call.param("id"), new, call.source)
-        # Its resources were counted while the state was checked, before it was stored.
-        return JsonApiResponse({"data": self._document(view)}, status_code=201)
+
+    def _staged(self, doc: Document, body: InlineBody, kind: Kind) -> Staged | None:
+        """The staged bytes of attribute ``state`` / ``json-state``, or None when it is absent,
+        null or empty (a pending version)."""
+        name = "state" if kind == "state" else "json-state"
+        value = doc.string(name, max_len=self.limits.max_json_body_bytes)
+        staged = body.staged.get(kind)
+        if value:  # a string the scan did not divert (never, for a well-formed body): decode it
+            if staged is not None:
+                staged.abort()
+            staged = self.states.stage(kind)
+            body.staged[kind] = staged
+            decoder = Base64Decoder(staged.feed, f"/data/attributes/{name}")
+            decoder.feed(value.encode("utf-8", "surrogatepass"))
+            decoder.close()
+        if value is None or staged is None or staged.size == 0:
+            if staged is not None:
+                staged.abort()
+            return None
+        return staged
 
     def list_state_versions(self, call: Call) -> Response:
         page = page_from(call.request)
@@ -121,17 +169,19 @@ class Handlers:
                 )
             ws_id = self.resolve(call.caller, org, ws)
         views, total = self.states.history(call.caller, ws_id, page)
-        return JsonApiResponse(
-            {"data": [self._document(v) for v in views], "meta": pagination_meta(page, total)}
+        return call.respond(
+            [self._document(v, call.caller) for v in views],
+            resource_type="state-versions",
+            meta=pagination_meta(page, total),
         )
 
     def show_state_version(self, call: Call) -> Response:
         view = self.states.get(call.caller, call.param("id"))
-        return JsonApiResponse({"data": self._document(view)})
+        return call.respond(self._document(view, call.caller))
 
     def current_state_version(self, call: Call) -> Response:
         view = self.states.current(call.caller, call.param("id"))
-        return JsonApiResponse({"data": self._document(view)})
+        return call.respond(self._document(view, call.caller))
 
     async def _download(self, call: Call, *, json_state: bool) -> Response:
         digest, size, path = await call.run(
@@ -141,8 +191,18 @@ class Handlers:
         if path is not None and not path.is_file():
             raise NotFound("the bytes of this state version are missing from the blob store")
         # 1 MiB chunks, read in the thread pool (FileResponse reads 64 KiB per thread hop).
+        # The first is read before the answer starts, so a blob store that cannot serve the
+        # bytes (S3 throttled or down: 503; bytes lost: 404) answers an error document, not a
+        # body cut short.
+        chunks = self.states.iter_blob(digest)
+        try:
+            first = await call.run(next, chunks, b"")
+        except FileNotFoundError:
+            raise NotFound(
+                "the bytes of this state version are missing from the blob store"
+            ) from None
         return StreamingResponse(
-            self.states.iter_blob(digest), media_type="application/json", headers=headers
+            _starting_with(first, chunks), media_type="application/json", headers=headers
         )
 
     async def download(self, call: Call) -> Response:
@@ -153,39 +213,33 @@ class Handlers:
 
     async def hosted_upload(self, call: Call) -> Response:
         """PUT to an upload URL. Self-authorising (the signed token is in the path, go-tfe
-        ≥1.28 sends no Authorization); a Bearer header, when present, is ignored."""
+        ≥1.28 sends no Authorization); a Bearer header, when present, is ignored. The URL is
+        used up first, so that it works once whatever the outcome (``state.uploads``)."""
         sv_id, token = call.param("id"), call.param("token")
+        upload = await call.run(self.uploads.start, sv_id, token)
+        staged = upload.staged
         declared = call.request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.limits.max_state_bytes:
-            raise PayloadTooLarge("the state exceeds CAIRN_MAX_STATE_MB")
-        upload = await call.run(self.uploads.start, sv_id, token)
+            staged.abort()
+            raise PayloadTooLarge(
+                "the state exceeds CAIRN_MAX_STATE_MB; this upload URL is used up: create a "
+                "new state version"
+            )
+        await _pump(call, call.chunks(), staged.feed, staged.abort)
         try:
-            # Hand the body to the worker thread 1 MiB at a time; it is never whole in memory.
-            # One write in flight while the next MiB is received, so network and disk overlap.
-            buffer = bytearray()
-            in_flight: asyncio.Future[None] | None = None
-            async for part in call.request.stream():
-                buffer += part
-                if len(buffer) >= 1024 * 1024:
-                    if in_flight is not None:
-                        await in_flight
-                    in_flight = asyncio.ensure_future(call.run(upload.writer.write, bytes(buffer)))
-                    buffer.clear()
-            if in_flight is not None:
-                await in_flight
-            if buffer:
-                await call.run(upload.writer.write, bytes(buffer))
+            await call.run(self.uploads.finish, upload, call.source)
         except BaseException:
-            await call.run(upload.writer.abort)
+            staged.abort()  # nothing committed stays behind (a no-op once committed)
             raise
-        await call.run(self.uploads.finish, upload, call.source)
         return Response(status_code=200)  # counted before it was finalized
 
     def list_outputs(self, call: Call) -> Response:
-        return self._outputs(call, self.states.get(call.caller, call.param("id")))
+        view = self.states.get(call.caller, call.param("id"), need=STATE_READ_OUTPUTS)
+        return self._outputs(call, view)
 
     def current_outputs(self, call: Call) -> Response:
-        return self._outputs(call, self.states.current(call.caller, call.param("id")))
+        view = self.states.current(call.caller, call.param("id"), need=STATE_READ_OUTPUTS)
+        return self._outputs(call, view)
 
     @staticmethod
     def _outputs(call: Call, view: VersionView) -> Response:
@@ -214,7 +268,39 @@ class Handlers:
         view = await call.run(
             self.states.rollback, call.caller, call.param("id"), target, call.source
         )
-        return JsonApiResponse({"data": self._document(view)}, status_code=201)
+        return JsonApiResponse({"data": self._document(view, call.caller)}, status_code=201)
+
+
+async def _pump(
+    call: Call,
+    chunks: AsyncIterator[bytes],
+    feed: Callable[[bytes], None],
+    abort: Callable[[], None],
+) -> None:
+    """Hand a request body to ``feed`` in a worker thread 1 MiB at a time (it is never whole
+    in memory); one MiB is fed while the next is received, so network, CPU and disk overlap.
+    On any error (or cancellation) ``abort`` runs, once the feed in flight is done."""
+    buffer = bytearray()
+    in_flight: asyncio.Future[None] | None = None
+    try:
+        async for part in chunks:
+            buffer += part
+            if len(buffer) >= CHUNK:
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(call.run(feed, bytes(buffer)))
+                buffer.clear()
+        if in_flight is not None:
+            await in_flight
+        if buffer:
+            await call.run(feed, bytes(buffer))
+    except BaseException:
+        if in_flight is not None and not in_flight.done():
+            # The thread cannot be stopped: throw the blob away once it has written.
+            in_flight.add_done_callback(lambda _: abort())
+        else:
+            abort()
+        raise
 
 
 def routes(states: States, uploads: Uploads, resolve: Resolver, limits: Limits) -> list[Route]:
@@ -249,3 +335,54 @@ def routes(states: States, uploads: Uploads, resolve: Resolver, limits: Limits) 
         ),
         route("/state-version-outputs/{id}", h.show_output, ["GET"]),
     ]
+
+
+def offer_includes(includes: Includes, states: States, uploads: Uploads, public_url: str) -> None:
+    """What ``include=`` can name on state versions (HCP Terraform's list; runs do not exist
+    yet, so ``run…`` includes nothing), and the state's side of workspace includes: state
+    versions by ID, a state version's outputs and a workspace's (current) outputs."""
+    includes.offer(
+        "state-versions",
+        "created_by",
+        "run",
+        "run.created_by",
+        "run.configuration_version",
+        "outputs",
+    )
+
+    def state_version(caller: Subject, sv_id: str) -> Resource:
+        view = states.get(caller, sv_id)
+        return wire.state_version(
+            view, public_url, lambda _sv, kind: uploads.token(view, kind, caller)
+        )
+
+    def version_outputs(
+        caller: Subject, docs: Sequence[Resource]
+    ) -> Iterable[tuple[Resource, list[Resource]]]:
+        for doc in docs:
+            try:
+                view = states.get(caller, doc["id"], need=STATE_READ_OUTPUTS)
+            except NotFound:
+                continue
+            yield doc, [wire.output(o) for o in view.outputs]
+
+    def workspace_outputs(
+        caller: Subject, docs: Sequence[Resource]
+    ) -> Iterable[tuple[Resource, list[Resource]]]:
+        for doc in docs:
+            try:
+                view = states.current(caller, doc["id"], need=STATE_READ_OUTPUTS)
+            except NotFound:  # no state yet, or no right to read it
+                yield doc, []
+                continue
+            yield doc, [wire.workspace_output(o) for o in view.outputs]
+
+    includes.loader("state-versions", loader_by_id(state_version))
+    includes.resolver("state-versions", "outputs", version_outputs)
+    includes.resolver("workspaces", "outputs", workspace_outputs)
+
+
+def _starting_with(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest

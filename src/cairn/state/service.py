@@ -4,8 +4,6 @@ hosted upload), rolling back. The rules are in ``state.store``, the hosted uploa
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import secrets
@@ -17,6 +15,7 @@ from sqlalchemy import delete, update
 
 from cairn import authz, ids
 from cairn.audit.log import Actor, record
+from cairn.authz.permissions import STATE_READ, STATE_READ_OUTPUTS
 from cairn.authz.subject import Subject, holder_of
 from cairn.blobs.store import BlobRef, BlobStore
 from cairn.clock import Clock
@@ -24,9 +23,11 @@ from cairn.db.engine import Database, affected
 from cairn.errors import Conflict, Invalid, NotFound
 from cairn.paging import Page
 from cairn.state import inspect, store
+from cairn.state.intake import Kind, Staged, staged_bytes
 from cairn.state.model import StateVersion, StateVersionOutput
 from cairn.state.processing import SYNC_PROCESS_LIMIT, UNPROCESSABLE, ResourceCounter
 from cairn.state.store import LostRace, NewVersion, VersionView
+from cairn.workspaces import consumers
 from cairn.workspaces import store as workspaces
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "NewVersion",
     "StateService",
     "VersionView",
-    "decode_base64",
 ]
 
 
@@ -57,14 +57,20 @@ class StateService:
 
     # ---- reading ------------------------------------------------------------------------------
 
-    def get(self, caller: Subject, sv_id: str) -> VersionView:
+    def get(self, caller: Subject, sv_id: str, *, need: str = STATE_READ) -> VersionView:
+        """A version (``need``: ``state:read``, or ``state:read-outputs`` to show only its
+        outputs)."""
         with self._db.unit_of_work() as s:
             org, ws, sv = store.find(s, caller, sv_id)
+            store.require_state(caller, org, ws, need)
+            consumers.require_consumable(s, caller, org, ws)
             return store.view(s, org, ws, sv)
 
-    def current(self, caller: Subject, ws_id: str) -> VersionView:
+    def current(self, caller: Subject, ws_id: str, *, need: str = STATE_READ) -> VersionView:
         with self._db.unit_of_work() as s:
             org, ws = workspaces.find(s, caller, ws_id)
+            store.require_state(caller, org, ws, need)
+            consumers.require_consumable(s, caller, org, ws)
             if ws.current_state_version_id is None:
                 raise NotFound(f"workspace {org.name}/{ws.name} has no state yet")
             sv = s.get(StateVersion, ws.current_state_version_id)
@@ -74,6 +80,8 @@ class StateService:
     def history(self, caller: Subject, ws_id: str, page: Page) -> tuple[list[VersionView], int]:
         with self._db.unit_of_work() as s:
             org, ws = workspaces.find(s, caller, ws_id)
+            store.require_state(caller, org, ws, STATE_READ)
+            consumers.require_consumable(s, caller, org, ws)
             rows, total = store.history(s, ws, page)
             outs = store.outputs(s, [r.id for r in rows])
             return [VersionView(r, org, ws, outs[r.id]) for r in rows], total
@@ -84,6 +92,8 @@ class StateService:
             if out is None:
                 raise authz.not_found("state version output", repr(output_id))
             org, ws, sv = store.find(s, caller, out.state_version_id)
+            store.require_state(caller, org, ws, STATE_READ_OUTPUTS)
+            consumers.require_consumable(s, caller, org, ws)
             return out, VersionView(sv, org, ws, [])
 
     def download(
@@ -91,7 +101,9 @@ class StateService:
     ) -> tuple[str, int, Path | None]:
         """(sha256, size, local path or None) of a finalized version's bytes."""
         with self._db.unit_of_work() as s:
-            _, _, sv = store.find(s, caller, sv_id)
+            org, ws, sv = store.find(s, caller, sv_id)
+            store.require_state(caller, org, ws, STATE_READ)
+            consumers.require_consumable(s, caller, org, ws)
         digest, size = (sv.json_sha256, sv.json_size) if json_state else (sv.sha256, sv.size)
         if sv.status != "finalized" or digest is None:
             raise NotFound(
@@ -104,9 +116,37 @@ class StateService:
 
     # ---- writing ------------------------------------------------------------------------------
 
+    def stage(self, kind: Kind) -> Staged:
+        """An uncommitted, checked blob for a state (``"state"``) or JSON state (``"json"``)
+        that arrives in a request body."""
+        return Staged(self._blobs, kind, max_size=self._max)
+
     def create(self, caller: Subject, ws_id: str, new: NewVersion, source: str) -> VersionView:
         """Create a version: inline (``state`` given: finalized at once) or pending (upload
-        URLs follow). ``source``: the client address, for the audit event."""
+        URLs follow). ``source``: the client address, for the audit event. Staged bytes that
+        are not committed (refused, or an idempotent repeat) are thrown away."""
+        try:
+            return self._create(caller, ws_id, new, source)
+        finally:
+            for staged in (new.state, new.json_state):
+                if staged is not None:
+                    staged.abort()  # a no-op once committed
+
+    def _create(self, caller: Subject, ws_id: str, new: NewVersion, source: str) -> VersionView:
+        if not new.lineage:
+            if new.state is None:
+                raise Invalid(
+                    "attribute 'lineage' is required (it may be left out only when the state "
+                    "is sent inline, in 'state', and carries its lineage)",
+                    pointer="/data/attributes/lineage",
+                )
+            # HCP Terraform takes the lineage from the state itself.
+            new.lineage = _close_state(new.state).lineage or ""
+            if len(new.lineage) > 64:
+                raise Invalid(
+                    "the state's lineage is longer than 64 characters; Terraform writes a UUID",
+                    pointer="/data/attributes/state",
+                )
         with self._db.unit_of_work() as s:
             org, ws = workspaces.find(s, caller, ws_id)
             same = store.check_writable(s, caller, org, ws, new)
@@ -114,33 +154,23 @@ class StateService:
                 return store.view(s, org, ws, same)
         if new.state is None:
             return self._create_pending(caller, ws_id, new)
-        md5 = _md5(new.state)
-        if md5 != new.md5:
+        # The whole file was checked (and its resources counted) while it arrived, before
+        # anything is committed: a state cairn cannot process is never stored.
+        header = _close_state(new.state)
+        if new.state.md5 != new.md5:
             raise Invalid(
-                f"md5 {new.md5} does not match the uploaded state (its MD5 is {md5})",
+                f"md5 {new.md5} does not match the uploaded state (its MD5 is {new.state.md5})",
                 pointer="/data/attributes/md5",
             )
-        # The whole file is checked (and its resources counted) before anything is stored: a
-        # state cairn cannot process is never committed.
-        try:
-            header = inspect.read_state(new.state)
-        except Invalid as exc:
-            raise Invalid(exc.detail, pointer="/data/attributes/state") from None
         store.check_header(header, new)
         if new.json_state is not None:
             try:
-                inspect.check_json(new.json_state)
+                new.json_state.close()
             except Invalid as exc:
                 raise Invalid(exc.detail, pointer="/data/attributes/json-state") from None
         # Blobs are written and verified before the row's transaction.
-        writer = self._blobs.writer(max_size=self._max)
-        writer.write(new.state)
-        ref = writer.commit()
-        json_ref = None
-        if new.json_state:
-            jw = self._blobs.writer(max_size=self._max)
-            jw.write(new.json_state)
-            json_ref = jw.commit()
+        ref = new.state.commit()
+        json_ref = new.json_state.commit() if new.json_state is not None else None
         sv_id = ids.new_id("state_version")
         actor = Actor(caller.id, caller.name, source)
         try:
@@ -259,7 +289,7 @@ class StateService:
             md5=_md5(raw),
             lineage=str(state["lineage"]),
             force=True,
-            state=raw,
+            state=staged_bytes(self._blobs, "state", raw, max_size=self._max),
         )
         view = self.create(caller, ws_id, new, source)
         with self._db.unit_of_work(write=True) as s:
@@ -312,8 +342,11 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def decode_base64(value: str, pointer: str) -> bytes:
+def _close_state(staged: Staged) -> inspect.StateHeader:
+    """The checked header of a staged state; Invalid pointing at the ``state`` attribute."""
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise Invalid("the value is not valid base64", pointer=pointer) from None
+        staged.close()
+    except Invalid as exc:
+        raise Invalid(exc.detail, pointer="/data/attributes/state") from None
+    assert staged.header is not None
+    return staged.header

@@ -21,14 +21,15 @@ from sqlalchemy.orm import Session
 
 from cairn import authz, ids
 from cairn.audit.log import Actor, record
-from cairn.authz.permissions import WORKSPACE_WRITE
+from cairn.authz.permissions import STATE_WRITE
 from cairn.authz.subject import Holder, Subject, holder_of
 from cairn.blobs.store import BlobRef
 from cairn.db.engine import affected
-from cairn.errors import Conflict, Invalid
+from cairn.errors import Conflict, Invalid, NotFound
 from cairn.organizations.model import Organization
 from cairn.paging import Page
 from cairn.state import inspect
+from cairn.state.intake import Staged
 from cairn.state.model import StateVersion, StateVersionOutput
 from cairn.workspaces import locks
 from cairn.workspaces import store as workspaces
@@ -43,10 +44,10 @@ class LostRace(Conflict):
 class NewVersion:
     serial: int
     md5: str
-    lineage: str
+    lineage: str  # "" until read from the state (HCP Terraform lets an inline upload omit it)
     force: bool
-    state: bytes | None  # None: two-step hosted upload
-    json_state: bytes | None = None
+    state: Staged | None  # None: two-step hosted upload
+    json_state: Staged | None = None
 
 
 @dataclass
@@ -102,12 +103,23 @@ def history(s: Session, ws: Workspace, page: Page) -> tuple[list[StateVersion], 
 # ---- the rules ----------------------------------------------------------------------------------
 
 
+def require_state(caller: Subject, org: Organization, ws: Workspace, need: str) -> None:
+    """Raise NotFound unless the caller may read the workspace's states (``state:read``) or
+    their outputs (``state:read-outputs``): TFE workspace access ``state-versions``. The
+    workspace itself is readable (the caller found it), so the answer names the permission."""
+    if not authz.allowed(caller, need, workspaces.target(org, ws)):
+        raise NotFound(
+            f"the state versions of workspace {org.name}/{ws.name} are not found, or you may not "
+            f"read them: that needs the {need} permission (workspace access state-versions)"
+        )
+
+
 def check_writable(
     s: Session, caller: Subject, org: Organization, ws: Workspace, new: NewVersion
 ) -> StateVersion | None:
     """Apply the rules against the current version; returns the current version when the
     request is an idempotent repeat of it."""
-    authz.require(caller, WORKSPACE_WRITE, workspaces.target(org, ws), doing="write state to")
+    authz.require(caller, STATE_WRITE, workspaces.target(org, ws), doing="write state to")
     if not ws.locked:
         raise Conflict(
             f"workspace {org.name}/{ws.name} is not locked and will only accept state "
@@ -173,14 +185,13 @@ def finalize(
     json_ref: BlobRef | None,
     *,
     now: datetime,
-    nonce: str | None = None,
 ) -> None:
     """Inside the caller's transaction: mark ``sv`` finalized and make it current, both
     conditionally (``holder`` must still hold the lock), so a lost race changes nothing
     (raises LostRace)."""
     where, serial = f"{org.name}/{ws.name}", sv.serial  # before a failed flush
     try:
-        _finalize_rows(s, ws, sv, holder, ref, header, json_ref, now, nonce)
+        _finalize_rows(s, ws, sv, holder, ref, header, json_ref, now)
     except IntegrityError:
         raise LostRace(
             f"another version with serial {serial} was committed to {where} at the same "
@@ -199,11 +210,8 @@ def _finalize_rows(
     header: inspect.StateHeader,
     json_ref: BlobRef | None,
     now: datetime,
-    nonce: str | None,
 ) -> None:
     cond = [StateVersion.id == sv.id, StateVersion.status == "pending"]
-    if nonce is not None:
-        cond.append(StateVersion.upload_nonce == nonce)
     values: dict[str, object] = dict(
         status="finalized",
         sha256=ref.sha256,
@@ -223,7 +231,7 @@ def _finalize_rows(
         .execution_options(synchronize_session=False)
     )
     if affected(finalized) != 1:
-        raise Conflict("this upload URL has already been used; create a new state version")
+        raise Conflict("the state version is no longer pending; create a new state version")
     prev = ws.current_state_version_id
     counted = {"resource_count": header.resource_count} if header.resource_count >= 0 else {}
     moved = s.execute(
@@ -250,8 +258,8 @@ def _finalize_rows(
                 state_version_id=sv.id,
                 name=o.name[:255],
                 sensitive=o.sensitive,
-                type_json=inspect.dumps(o.type),
-                value_json=inspect.dumps(o.value),
+                type_json=o.type_json,
+                value_json=o.value_json,
             )
         )
     s.flush()

@@ -83,6 +83,23 @@ def output(o: StateVersionOutput, *, reveal: bool = False) -> dict[str, Any]:
     }
 
 
+def workspace_output(o: StateVersionOutput) -> dict[str, Any]:
+    """An output of a workspace's current state, as a workspace's ``outputs`` relationship
+    includes it (HCP Terraform's ``workspace-outputs``: a sensitive value is null)."""
+    return {
+        "id": o.id,
+        "type": "workspace-outputs",
+        "attributes": {
+            "name": o.name,
+            "sensitive": o.sensitive,
+            "output-type": _simple_type(o.type_json),
+            "detailed-type": json.loads(o.type_json),
+            "value": None if o.sensitive else json.loads(o.value_json),
+        },
+        "links": {"self": f"/api/v2/workspace-outputs/{o.id}"},
+    }
+
+
 def _simple_type(type_json: str) -> str:
     t = json.loads(type_json)
     if isinstance(t, str):

@@ -1,7 +1,7 @@
-"""HTTP for access control: TFE teams, memberships and team-workspace access (``/api/v2``,
-``tfe_routes``), and cairn's own grants by workspace pattern, roles and users
+"""HTTP for access control: TFE teams, memberships, team-workspace and team-project access
+(``/api/v2``, ``tfe_routes``), and cairn's own grants by workspace pattern, roles and users
 (``/api/cairn/v1``, ``cairn_routes``). Handlers parse and answer; the services they are given
-decide (``teams.service``, ``teams.grants``, ``teams.users``)."""
+decide (``teams.service``, ``teams.grants``, ``teams.projects``, ``teams.users``)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,22 @@ from cairn.authz.roles import parse_permissions
 from cairn.authz.subject import USER_TYPE, Subject
 from cairn.errors import BadRequest, Invalid
 from cairn.paging import Page
-from cairn.teams.documents import grant_doc, team_doc, team_workspace_doc, user_row_doc
+from cairn.teams.documents import (
+    grant_doc,
+    team_doc,
+    team_project_doc,
+    team_workspace_doc,
+    user_row_doc,
+)
 from cairn.teams.grants import KIND_GRANT, KIND_TEAM_WORKSPACE, GrantView
+from cairn.teams.projects import TeamProjectView
 from cairn.teams.service import TeamView
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import (
+    Document,
+    Includes,
     JsonApiResponse,
+    loader_by_id,
     page_from,
     pagination_meta,
     parse_json,
@@ -47,7 +57,7 @@ class Teams(Protocol):
         org_name: str,
         name: str,
         *,
-        org_access: list[str],
+        org_access: dict[str, bool],
         idp_group: str | None,
         visibility: str | None,
         source: str,
@@ -58,7 +68,7 @@ class Teams(Protocol):
         team_id: str,
         *,
         name: str | None,
-        org_access: list[str] | None,
+        org_access: dict[str, bool] | None,
         idp_group: str | None,
         clear_idp_group: bool,
         visibility: str | None,
@@ -94,10 +104,16 @@ class Grants(Protocol):
         pattern: str | None,
         kind: str,
         source: str,
+        attributes: dict[str, object] | None = None,
     ) -> GrantView: ...
     def find_grant(self, caller: Subject, grant_id: str) -> GrantView: ...
     def update_grant_role(
-        self, caller: Subject, grant_id: str, role: str, source: str
+        self,
+        caller: Subject,
+        grant_id: str,
+        role: str | None,
+        source: str,
+        attributes: dict[str, object] | None = None,
     ) -> GrantView: ...
     def delete_grant(self, caller: Subject, grant_id: str, source: str) -> None: ...
     def list_roles(self, caller: Subject, org_name: str) -> list[tuple[str, list[str], bool]]: ...
@@ -107,6 +123,35 @@ class Grants(Protocol):
     def delete_role(self, caller: Subject, org_name: str, name: str, source: str) -> None: ...
 
 
+class TeamProjects(Protocol):
+    """What the team-project access endpoints need (``teams.projects.TeamProjectService``)."""
+
+    def list(
+        self, caller: Subject, project_id: str, page: Page
+    ) -> tuple[list[TeamProjectView], int]: ...
+    def get(self, caller: Subject, team_project_id: str) -> TeamProjectView: ...
+    def create(
+        self,
+        caller: Subject,
+        *,
+        team_id: str,
+        project_id: str,
+        level: str,
+        attrs: dict[str, Any],
+        source: str,
+    ) -> TeamProjectView: ...
+    def update(
+        self,
+        caller: Subject,
+        team_project_id: str,
+        *,
+        level: str | None,
+        attrs: dict[str, Any],
+        source: str,
+    ) -> TeamProjectView: ...
+    def delete(self, caller: Subject, team_project_id: str, source: str) -> None: ...
+
+
 class Users(Protocol):
     """What the site-admin user endpoints need (``teams.users.UserAdmin``)."""
 
@@ -114,7 +159,9 @@ class Users(Protocol):
     def list_users(self, caller: Subject) -> list[User]: ...
 
 
-def _org_access(doc_attrs: dict[str, Any]) -> list[str] | None:
+def _org_access(doc_attrs: dict[str, Any]) -> dict[str, bool] | None:
+    """The organization-access flags a body sets (true) or clears (false); those it leaves out
+    stay as they are."""
     value = doc_attrs.get("organization-access")
     if value is None:
         return None
@@ -123,14 +170,15 @@ def _org_access(doc_attrs: dict[str, Any]) -> list[str] | None:
             "organization-access must be an object of booleans",
             pointer="/data/attributes/organization-access",
         )
-    return [k for k, v in value.items() if v]
+    return dict(value)
 
 
 # ---- TFE teams -----------------------------------------------------------------------------
 
 
-def tfe_routes(teams: Teams, grants: Grants) -> list[Route]:
-    """Teams, memberships and team-workspace access; mounted under ``/api/v2``."""
+def tfe_routes(teams: Teams, grants: Grants, team_projects: TeamProjects) -> list[Route]:
+    """Teams, memberships, team-workspace and team-project access; mounted under
+    ``/api/v2``."""
 
     def list_teams(call: Call) -> Response:
         page = page_from(call.request)
@@ -138,8 +186,8 @@ def tfe_routes(teams: Teams, grants: Grants) -> list[Route]:
         views, total = teams.list_teams(
             call.caller, call.param("org"), names=names.split(",") if names else None, page=page
         )
-        return JsonApiResponse(
-            {"data": [team_doc(t) for t in views], "meta": pagination_meta(page, total)}
+        return call.respond(
+            [team_doc(t) for t in views], resource_type="teams", meta=pagination_meta(page, total)
         )
 
     def create_team(call: Call) -> Response:
@@ -148,7 +196,7 @@ def tfe_routes(teams: Teams, grants: Grants) -> list[Route]:
             call.caller,
             call.param("org"),
             doc.string("name", required=True, max_len=100) or "",
-            org_access=_org_access(doc.attributes) or [],
+            org_access=_org_access(doc.attributes) or {},
             idp_group=doc.string("sso-team-id", max_len=255),
             visibility=doc.string("visibility", max_len=16),
             source=call.source,
@@ -157,7 +205,7 @@ def tfe_routes(teams: Teams, grants: Grants) -> list[Route]:
 
     def show_team(call: Call) -> Response:
         view = teams.get_team(call.caller, call.param("id"))
-        return JsonApiResponse({"data": team_doc(view)})
+        return call.respond(team_doc(view))
 
     def update_team(call: Call) -> Response:
         doc = call.document("teams")
@@ -205,11 +253,10 @@ def tfe_routes(teams: Teams, grants: Grants) -> list[Route]:
         org = grants.org_of_workspace(call.caller, ws_id)
         views = grants.list_grants(call.caller, org, kind=KIND_TEAM_WORKSPACE, workspace_id=ws_id)
         chosen = views[page.offset : page.offset + page.size]
-        return JsonApiResponse(
-            {
-                "data": [team_workspace_doc(v) for v in chosen],
-                "meta": pagination_meta(page, len(views)),
-            }
+        return call.respond(
+            [team_workspace_doc(v) for v in chosen],
+            resource_type="team-workspaces",
+            meta=pagination_meta(page, len(views)),
         )
 
     def create_team_workspace(call: Call) -> Response:
@@ -232,21 +279,84 @@ def tfe_routes(teams: Teams, grants: Grants) -> list[Route]:
             pattern=None,
             kind=KIND_TEAM_WORKSPACE,
             source=call.source,
+            attributes=doc.attributes,
         )
         return JsonApiResponse({"data": team_workspace_doc(view)}, status_code=201)
 
     def show_team_workspace(call: Call) -> Response:
         view = grants.find_grant(call.caller, call.param("id"))
-        return JsonApiResponse({"data": team_workspace_doc(view)})
+        return call.respond(team_workspace_doc(view))
 
     def update_team_workspace(call: Call) -> Response:
         doc = call.document("team-workspaces")
-        access = doc.string("access", required=True, max_len=16) or ""
-        view = grants.update_grant_role(call.caller, call.param("id"), access, call.source)
+        access = doc.string("access", max_len=16)  # None: keep it (change custom attributes)
+        view = grants.update_grant_role(
+            call.caller, call.param("id"), access, call.source, attributes=doc.attributes
+        )
         return JsonApiResponse({"data": team_workspace_doc(view)})
 
     def delete_team_workspace(call: Call) -> Response:
         grants.delete_grant(call.caller, call.param("id"), call.source)
+        return no_content()
+
+    # ---- TFE team-project access -------------------------------------------------------------
+
+    def list_team_projects(call: Call) -> Response:
+        project_id = query(call.request, "filter[project][id]")
+        if not project_id:
+            raise BadRequest("filter[project][id] is required", parameter="filter[project][id]")
+        page = page_from(call.request)
+        views, total = team_projects.list(call.caller, project_id, page)
+        return call.respond(
+            [team_project_doc(v) for v in views],
+            resource_type="team-projects",
+            meta=pagination_meta(page, total),
+        )
+
+    def team_project_body(call: Call) -> Document:
+        # pytfe sends "team-project-access"; HCP Terraform takes it.
+        doc = call.document(None)
+        if doc.type not in ("team-projects", "team-project-access", ""):
+            raise Invalid(
+                f"'data.type' must be 'team-projects', not {doc.type!r}", pointer="/data/type"
+            )
+        return doc
+
+    def create_team_project(call: Call) -> Response:
+        doc = team_project_body(call)
+        level = doc.string("access", required=True, max_len=16) or ""
+        project_id = doc.relationship_id("project", "projects")
+        team_id = doc.relationship_id("team", "teams")
+        if project_id is None or team_id is None:
+            raise Invalid(
+                "relationships 'project' and 'team' are required", pointer="/data/relationships"
+            )
+        view = team_projects.create(
+            call.caller,
+            team_id=team_id,
+            project_id=project_id,
+            level=level,
+            attrs=doc.attributes,
+            source=call.source,
+        )
+        return JsonApiResponse({"data": team_project_doc(view)}, status_code=201)
+
+    def show_team_project(call: Call) -> Response:
+        return call.respond(team_project_doc(team_projects.get(call.caller, call.param("id"))))
+
+    def update_team_project(call: Call) -> Response:
+        doc = team_project_body(call)
+        view = team_projects.update(
+            call.caller,
+            call.param("id"),
+            level=doc.string("access", max_len=16),
+            attrs=doc.attributes,
+            source=call.source,
+        )
+        return JsonApiResponse({"data": team_project_doc(view)})
+
+    def delete_team_project(call: Call) -> Response:
+        team_projects.delete(call.caller, call.param("id"), call.source)
         return no_content()
 
     members_limit = 256 * 1024
@@ -263,7 +373,25 @@ def tfe_routes(teams: Teams, grants: Grants) -> list[Route]:
         route("/team-workspaces/{id}", show_team_workspace, ["GET"]),
         route("/team-workspaces/{id}", update_team_workspace, ["PATCH"]),
         route("/team-workspaces/{id}", delete_team_workspace, ["DELETE"]),
+        route("/team-projects", list_team_projects, ["GET"]),
+        route("/team-projects", create_team_project, ["POST"]),
+        route("/team-projects/{id}", show_team_project, ["GET"]),
+        route("/team-projects/{id}", update_team_project, ["PATCH"]),
+        route("/team-projects/{id}", delete_team_project, ["DELETE"]),
     ]
+
+
+def offer_includes(includes: Includes, teams: Teams) -> None:
+    """What ``include=`` can name on teams and team-workspace access (HCP Terraform's lists),
+    and how teams are loaded for ``included`` (users: ``auth.api``, workspaces:
+    ``workspaces.api``)."""
+    includes.offer("teams", "users", "organization-memberships")
+    includes.offer("team-workspaces", "team", "workspace")
+    includes.offer("team-projects", "team", "project")
+    includes.loader(
+        "teams",
+        loader_by_id(lambda caller, team_id: team_doc(teams.get_team(caller, team_id))),
+    )
 
 
 # ---- cairn's own: grants by pattern, roles, users -------------------------------------------

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from cairn.auth.model import User
-from cairn.authz.roles import ORG_ACCESS_FLAGS, OWNERS_TEAM
+from cairn.authz.roles import ORG_ACCESS_FLAGS, OWNERS_TEAM, WorkspaceAccess, grant_workspace_access
 from cairn.authz.subject import USER_TYPE
 from cairn.clock import iso8601
 from cairn.teams.grants import GrantView
+from cairn.teams.projects import TeamProjectView
 from cairn.teams.service import TeamView
 
 
@@ -29,13 +30,13 @@ def team_doc(v: TeamView) -> dict[str, Any]:
             "organization-access": {flag: flag in flags for flag in ORG_ACCESS_FLAGS},
             "permissions": {
                 "can-update-membership": v.membership,
-                "can-destroy": manage and t.name != OWNERS_TEAM,
+                "can-destroy": v.teams and t.name != OWNERS_TEAM,
                 "can-update-organization-access": v.access,
                 "can-update-api-token": manage,
-                "can-update-visibility": manage,
-                "can-update-name": manage and t.name != OWNERS_TEAM,
-                "can-update-sso-team-id": manage,
-                "can-update-member-token-management": manage,
+                "can-update-visibility": v.teams,
+                "can-update-name": v.teams and t.name != OWNERS_TEAM,
+                "can-update-sso-team-id": v.teams,
+                "can-update-member-token-management": v.teams,
                 "can-view-api-token": manage,
             },
             "created-at": iso8601(t.created_at),
@@ -50,23 +51,34 @@ def team_doc(v: TeamView) -> dict[str, Any]:
 
 def team_workspace_doc(v: GrantView) -> dict[str, Any]:
     g = v.grant
+    access = grant_workspace_access(g.role, g) or WorkspaceAccess()
     return {
         "id": g.id,
         "type": "team-workspaces",
-        "attributes": {
-            "access": g.role,
-            "runs": {"read": "read", "plan": "plan"}.get(g.role, "apply"),
-            "variables": "read" if g.role in ("read", "plan") else "write",
-            "state-versions": "read" if g.role in ("read", "plan") else "write",
-            "workspace-locking": g.role in ("write", "admin"),
-            "run-tasks": False,
-            "sentinel-mocks": "none",
-        },
+        "attributes": {"access": g.role, **access.attributes()},
         "relationships": {
             "team": {"data": {"id": g.team_id, "type": "teams"}},
             "workspace": {"data": {"id": g.workspace_id, "type": "workspaces"}},
         },
         "links": {"self": f"/api/v2/team-workspaces/{g.id}"},
+    }
+
+
+def team_project_doc(v: TeamProjectView) -> dict[str, Any]:
+    r = v.row
+    return {
+        "id": r.id,
+        "type": "team-projects",
+        "attributes": {
+            "access": r.access,
+            "project-access": v.access.project_attributes(),
+            "workspace-access": v.access.workspace_attributes(),
+        },
+        "relationships": {
+            "team": {"data": {"id": r.team_id, "type": "teams"}},
+            "project": {"data": {"id": r.project_id, "type": "projects"}},
+        },
+        "links": {"self": f"/api/v2/team-projects/{r.id}"},
     }
 
 
@@ -95,4 +107,5 @@ def user_row_doc(u: User) -> dict[str, Any]:
         "service-account": u.is_service_account,
         "idp-issuer": u.idp_issuer,
         "last-login-at": iso8601(u.last_login_at),
+        "disabled-at": iso8601(u.disabled_at),
     }

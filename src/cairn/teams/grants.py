@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session
 from cairn import authz, ids
 from cairn.audit.log import Actor, record
 from cairn.authz.model import Grant, Role
-from cairn.authz.roles import BUILTIN_ROLES, TFE_ACCESS_LEVELS
+from cairn.authz.roles import (
+    BUILTIN_ROLES,
+    CUSTOM,
+    TFE_ACCESS_LEVELS,
+    WorkspaceAccess,
+    custom_named,
+    grant_workspace_access,
+    parse_workspace_access,
+)
 from cairn.authz.subject import Subject
 from cairn.clock import Clock
 from cairn.db.engine import Database
@@ -94,7 +102,9 @@ class GrantService:
         pattern: str | None,
         kind: str,
         source: str,
+        attributes: dict[str, object] | None = None,
     ) -> GrantView:
+        """``attributes``: a team-workspace body's attributes (its custom access)."""
         if (team is None) == (user is None):
             raise Invalid("name exactly one of a team or a user", pointer="/team")
         if (workspace_id is None) == (pattern is None):
@@ -106,9 +116,12 @@ class GrantService:
                 "workspace patterns use letters, numbers, '-', '_' and the wildcards * ? [ ]",
                 pointer="/workspaces",
             )
+        custom = _workspace_access(role, attributes or {}, None)
         with self._db.unit_of_work(write=True) as s:
             org = managed_org(s, caller, org_name)
             _check_role(s, org, role, kind)
+            if role == CUSTOM and kind != KIND_TEAM_WORKSPACE:
+                raise Invalid("custom access is for team-workspace access", pointer="/role")
             team_row = None
             if team is not None:
                 team_row = store.team_in(s, org.id, team)
@@ -136,8 +149,17 @@ class GrantService:
                 kind=kind,
                 created_at=self._clock.now(),
             )
+            _store_access(g, custom)
             s.add(g)
-            s.flush()
+            taken = Invalid(
+                f"Team has already been taken: team {team!r} already has access to workspace "
+                f"{workspace_id!r}; change that access (PATCH /team-workspaces/:id) instead",
+                pointer="/data/relationships/team",
+            )
+            try:
+                s.flush()
+            except IntegrityError:
+                raise taken from None
             view = _view(s, org, g)
             to = f"team {view.team_name}" if view.team_name else f"user {view.username}"
             record(
@@ -147,6 +169,7 @@ class GrantService:
                 action="rbac.grant.create",
                 subject=f"{org.name}: {role} on {pattern or view.workspace_name} to {to}",
                 grant_id=g.id,
+                custom=custom.attributes() if custom else None,
             )
             s.commit()
             return view
@@ -157,12 +180,23 @@ class GrantService:
             return _view(s, org, g)
 
     def update_grant_role(
-        self, caller: Subject, grant_id: str, role: str, source: str
+        self,
+        caller: Subject,
+        grant_id: str,
+        role: str | None,
+        source: str,
+        attributes: dict[str, object] | None = None,
     ) -> GrantView:
+        """Change a grant's role (``None``: keep it) and, for team-workspace access, its custom
+        attributes (a custom level starts from the attributes the grant had)."""
         with self._db.unit_of_work(write=True) as s:
             org, g = _managed_grant(s, caller, grant_id)
+            role = role or g.role
             _check_role(s, org, role, g.kind)
+            current = grant_workspace_access(g.role, g) if g.kind == KIND_TEAM_WORKSPACE else None
+            custom = _workspace_access(role, attributes or {}, current)
             g.role = role
+            _store_access(g, custom)
             s.flush()
             record(
                 s,
@@ -171,6 +205,7 @@ class GrantService:
                 action="rbac.grant.update",
                 subject=grant_id,
                 role=role,
+                custom=custom.attributes() if custom else None,
             )
             s.commit()
             return _view(s, org, g)
@@ -203,7 +238,7 @@ class GrantService:
         self, caller: Subject, org_name: str, name: str, perms: frozenset[str], source: str
     ) -> None:
         check_slug("role", name, max_len=64)
-        if name in BUILTIN_ROLES:
+        if name in BUILTIN_ROLES or name == CUSTOM:
             raise Invalid(f"{name!r} is a built-in role", pointer="/name")
         with self._db.unit_of_work(write=True) as s:
             org = managed_org(s, caller, org_name)
@@ -253,6 +288,39 @@ def _managed_grant(s: Session, caller: Subject, grant_id: str) -> tuple[Organiza
     if found is None or not may_manage(caller, found[0]):
         raise authz.not_found("grant", repr(grant_id))
     return found
+
+
+def _workspace_access(
+    role: str, attributes: dict[str, object], current: WorkspaceAccess | None
+) -> WorkspaceAccess | None:
+    """The custom workspace access a team-workspace body asks for (``custom``: from
+    ``current``, or HCP Terraform's defaults). With a fixed level, the custom attributes are
+    the level's (read-only in HCP Terraform): sending them back unchanged is fine, asking for
+    other values is a 422."""
+    pointer = "/data/attributes"
+    if role == CUSTOM:
+        return parse_workspace_access(attributes, current or WorkspaceAccess(), pointer)
+    fixed = grant_workspace_access(role, None)
+    named = custom_named(attributes)
+    if fixed is not None and named:
+        wanted = parse_workspace_access(attributes, fixed, pointer)
+        if wanted != fixed:
+            raise Invalid(
+                f"{', '.join(named)} can only be chosen with access custom; access {role} "
+                "has fixed values (send them unchanged, or leave them out)",
+                pointer=f"{pointer}/{named[0]}",
+            )
+    return None
+
+
+def _store_access(g: Grant, custom: WorkspaceAccess | None) -> None:
+    """Keep the custom attributes on the row (None for every other role)."""
+    g.runs = custom.runs if custom else None
+    g.variables = custom.variables if custom else None
+    g.state_versions = custom.state_versions if custom else None
+    g.sentinel_mocks = custom.sentinel_mocks if custom else None
+    g.workspace_locking = custom.workspace_locking if custom else None
+    g.run_tasks = custom.run_tasks if custom else None
 
 
 def _check_role(s: Session, org: Organization, role: str, kind: str) -> None:

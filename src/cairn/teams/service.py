@@ -12,43 +12,45 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cairn import ids
+from cairn import authz, ids
 from cairn.audit.log import Actor, record
 from cairn.authz.model import Team, TeamMembership
-from cairn.authz.permissions import ORG_MANAGE_ACCESS, ORG_MANAGE_MEMBERSHIP
+from cairn.authz.permissions import ORG_MANAGE_ACCESS, ORG_MANAGE_MEMBERSHIP, ORG_MANAGE_TEAMS
 from cairn.authz.roles import ORG_ACCESS_FLAGS, OWNERS_TEAM
 from cairn.authz.subject import Subject
 from cairn.clock import Clock
 from cairn.db.engine import Database
-from cairn.errors import Conflict, Invalid
+from cairn.errors import Conflict, Forbidden, Invalid
 from cairn.names import check_slug
 from cairn.organizations.model import Organization
 from cairn.paging import Page
 from cairn.teams import store
 from cairn.teams.grants import GrantView
 from cairn.teams.targets import (
-    managed_org,
     managed_team,
     may_manage,
     may_manage_access,
     may_manage_membership,
+    may_manage_teams,
+    org_target,
     readable_org,
-    require_manage,
     require_may_give,
     require_on_team,
+    sees_secret_teams,
     visible_team,
 )
 
 __all__ = ["GrantView", "TeamService", "TeamView"]
 
 MEMBERSHIP_MANUAL = "manual"  # TeamMembership.source of a member added through the API
+VISIBILITIES = ("secret", "organization")
 
 
 @dataclass
 class TeamView:
     """A team with its organization, its members' IDs, and whether the caller may manage it
-    (``manage``: everything, ``org:manage``), change its members (``membership``) or its
-    organization access (``access``)."""
+    (``manage``: everything, ``org:manage``), change its members (``membership``), its
+    settings, or delete it (``teams``), or change its organization access (``access``)."""
 
     team: Team
     org: Organization
@@ -56,6 +58,7 @@ class TeamView:
     manage: bool = False
     membership: bool = False
     access: bool = False
+    teams: bool = False
 
 
 def actor(caller: Subject, source: str) -> Actor:
@@ -83,9 +86,8 @@ class TeamService:
         with self._db.unit_of_work() as s:
             org = readable_org(s, caller, org_name)
             # As in HCP Terraform: secret teams are visible to their members only (and to
-            # those who manage the organization or its teams' membership).
-            every = may_manage(caller, org) or may_manage_membership(caller, org)
-            secret_of = None if every else caller.access.team_ids
+            # the owners, and to those with access-secret-teams).
+            secret_of = None if sees_secret_teams(caller, org) else caller.access.team_ids
             teams, total = store.teams(s, org.id, secret_of=secret_of, names=names, page=page)
             members = store.member_ids(s, [t.id for t in teams])
             return [self._view_of(caller, org, t, members[t.id]) for t in teams], total
@@ -101,15 +103,27 @@ class TeamService:
         org_name: str,
         name: str,
         *,
-        org_access: list[str],
+        org_access: dict[str, bool],
         idp_group: str | None,
         visibility: str | None,
         source: str,
     ) -> TeamView:
         check_slug("team", name, max_len=100)
-        flags = _check_flags(org_access)
+        flags = _merge_flags(set(), org_access)
+        _check_visibility(visibility)
         with self._db.unit_of_work(write=True) as s:
-            org = managed_org(s, caller, org_name)
+            org = readable_org(s, caller, org_name)
+            authz.require(caller, ORG_MANAGE_TEAMS, org_target(org), doing="create teams in")
+            # Without access-secret-teams a team manager cannot reach secret teams: their teams
+            # are visible to the organization unless they say otherwise (then 403).
+            if visibility is None and not sees_secret_teams(caller, org):
+                visibility = "organization"
+            _require_may_hide(caller, org, visibility)
+            if flags:
+                authz.require(
+                    caller, ORG_MANAGE_ACCESS, org_target(org), doing="give organization access in"
+                )
+                require_may_give(caller, org, set(flags))
             team = Team(
                 id=ids.new_id("team"),
                 organization_id=org.id,
@@ -137,7 +151,7 @@ class TeamService:
                 idp_group=idp_group,
             )
             s.commit()
-            return TeamView(team, org, [], True, membership=True, access=True)
+            return self._view_of(caller, org, team, [])
 
     def update_team(
         self,
@@ -145,27 +159,32 @@ class TeamService:
         team_id: str,
         *,
         name: str | None,
-        org_access: list[str] | None,
+        org_access: dict[str, bool] | None,
         idp_group: str | None,
         clear_idp_group: bool,
         visibility: str | None,
         source: str,
     ) -> TeamView:
+        _check_visibility(visibility)
         with self._db.unit_of_work(write=True) as s:
             org, team = visible_team(s, caller, team_id)
-            # Settings (name, SSO team, visibility) are the managers'; the organization access
-            # may also be changed with org:manage-access (TFE's manage-organization-access).
-            # Values sent unchanged need nothing (clients send every attribute back).
+            # Settings (name, SSO team, visibility) are org:manage-teams' (TFE's manage-teams);
+            # the organization access org:manage-access's (manage-organization-access); the
+            # owners team is the owners' alone. Values sent unchanged need nothing (clients
+            # send every attribute back). The flags named change, the others stay (as HCP
+            # Terraform's PATCH of organization-access does).
             if (
                 (name is not None and name != team.name)
                 or ((idp_group is not None or clear_idp_group) and idp_group != team.idp_group)
                 or (visibility is not None and visibility != team.visibility)
             ):
-                require_manage(caller, org)
-            if org_access is not None:
+                require_on_team(caller, org, team, ORG_MANAGE_TEAMS)
+                if visibility != team.visibility:
+                    _require_may_hide(caller, org, visibility)
+            old = set(filter(None, team.organization_access.split(",")))
+            flags = _merge_flags(old, org_access or {})
+            if set(flags) != old:
                 require_on_team(caller, org, team, ORG_MANAGE_ACCESS)
-                flags = _check_flags(org_access)
-                old = set(filter(None, team.organization_access.split(",")))
                 require_may_give(caller, org, set(flags) - old)
             where = f"{org.name}/{team.name}"
             if name is not None and name != team.name:
@@ -174,7 +193,7 @@ class TeamService:
                         "the owners team cannot be renamed", pointer="/data/attributes/name"
                     )
                 team.name = check_slug("team", name, max_len=100)
-            if org_access is not None:
+            if set(flags) != old:
                 team.organization_access = ",".join(flags)
             if idp_group is not None or clear_idp_group:
                 team.idp_group = idp_group
@@ -265,15 +284,37 @@ class TeamService:
             manage,
             membership=manage or (mine and may_manage_membership(caller, org)),
             access=manage or (mine and may_manage_access(caller, org)),
+            teams=manage or (mine and may_manage_teams(caller, org)),
         )
 
 
-def _check_flags(flags: list[str]) -> list[str]:
-    unknown = [f for f in flags if f not in ORG_ACCESS_FLAGS]
+def _merge_flags(old: set[str], changes: dict[str, bool]) -> list[str]:
+    """``old`` organization-access flags with ``changes`` applied (true sets, false clears);
+    an unknown flag is a 422."""
+    unknown = [f for f in changes if f not in ORG_ACCESS_FLAGS]
     if unknown:
         raise Invalid(
             f"unknown organization-access flag(s) {', '.join(unknown)}; known: "
             + ", ".join(ORG_ACCESS_FLAGS),
             pointer="/data/attributes/organization-access",
         )
-    return sorted(set(flags))
+    flags = set(old) & set(ORG_ACCESS_FLAGS)
+    for flag, on in changes.items():
+        (flags.add if on else flags.discard)(flag)
+    return sorted(flags)
+
+
+def _require_may_hide(caller: Subject, org: Organization, visibility: str | None) -> None:
+    if visibility == "secret" and not sees_secret_teams(caller, org):
+        raise Forbidden(
+            f"you may not make a secret team in organization {org.name!r}: you could not reach "
+            "it yourself (that needs the access-secret-teams organization access)"
+        )
+
+
+def _check_visibility(visibility: str | None) -> None:
+    if visibility is not None and visibility not in VISIBILITIES:
+        raise Invalid(
+            f"visibility must be one of {', '.join(VISIBILITIES)}",
+            pointer="/data/attributes/visibility",
+        )

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from cairn import ids
 from cairn.auth.model import ApiToken, User
-from cairn.authz.model import Grant, Role, Team, TeamMembership
+from cairn.authz.model import Grant, Role, Team, TeamMembership, TeamProject
 from cairn.db.engine import affected
-from cairn.organizations.model import Organization
+from cairn.organizations.model import Organization, Project
 from cairn.paging import Page
 from cairn.workspaces.model import Workspace
 
@@ -191,3 +191,30 @@ def delete_role(s: Session, organization_id: str, name: str) -> bool:
     if n:
         s.execute(delete(Grant).where(Grant.organization_id == organization_id, Grant.role == name))
     return bool(n)
+
+
+# ---- team-project access ---------------------------------------------------------------------
+
+
+def project(s: Session, project_id: str) -> tuple[Organization, Project] | None:
+    """A project with its organization."""
+    row = s.execute(
+        select(Organization, Project)
+        .join(Project, Project.organization_id == Organization.id)
+        .where(Project.id == project_id)
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+def team_projects(s: Session, project_id: str, page: Page) -> tuple[list[TeamProject], int]:
+    """One page of a project's team access (oldest first) and their total."""
+    stmt = select(TeamProject).where(TeamProject.project_id == project_id)
+    total = s.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = s.scalars(
+        stmt.order_by(TeamProject.created_at, TeamProject.id).offset(page.offset).limit(page.size)
+    )
+    return list(rows), total
+
+
+def team_project(s: Session, team_project_id: str) -> TeamProject | None:
+    return s.get(TeamProject, team_project_id)

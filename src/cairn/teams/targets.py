@@ -13,7 +13,9 @@ from cairn.authz.permissions import (
     ORG_MANAGE,
     ORG_MANAGE_ACCESS,
     ORG_MANAGE_MEMBERSHIP,
+    ORG_MANAGE_TEAMS,
     ORG_READ,
+    ORG_SECRET_TEAMS,
 )
 from cairn.authz.roles import ORG_ACCESS_FLAGS, OWNERS_TEAM
 from cairn.authz.subject import Subject
@@ -57,6 +59,11 @@ def may_manage_membership(caller: Subject, org: Organization) -> bool:
     return authz.allowed(caller, ORG_MANAGE_MEMBERSHIP, org_target(org))
 
 
+def may_manage_teams(caller: Subject, org: Organization) -> bool:
+    """``org:manage-teams`` (TFE's manage-teams, or manage-organization-access)."""
+    return authz.allowed(caller, ORG_MANAGE_TEAMS, org_target(org))
+
+
 def may_manage_access(caller: Subject, org: Organization) -> bool:
     """``org:manage-access`` (TFE's manage-organization-access)."""
     return authz.allowed(caller, ORG_MANAGE_ACCESS, org_target(org))
@@ -88,16 +95,22 @@ def require_may_give(caller: Subject, org: Organization, flags: set[str]) -> Non
         )
 
 
-def may_see_team(caller: Subject, org: Organization, team: Team) -> bool:
-    """As in HCP Terraform: managers (and those who manage membership) see every team;
-    others in the organization see the teams visible to the organization and the secret teams
+def sees_secret_teams(caller: Subject, org: Organization) -> bool:
+    """As in HCP Terraform: the organization's managers see every team, and so do those who
+    hold access-secret-teams (which lets manage-membership, manage-teams and
+    manage-organization-access reach secret teams too); everyone
+    else in the organization sees the teams visible to the organization and the secret teams
     they belong to."""
-    target = org_target(org)
-    if authz.allowed(caller, ORG_MANAGE, target) or authz.allowed(
-        caller, ORG_MANAGE_MEMBERSHIP, target
-    ):
+    perms = authz.permissions(caller, org.id)
+    return ORG_MANAGE in perms or ORG_SECRET_TEAMS in perms
+
+
+def may_see_team(caller: Subject, org: Organization, team: Team) -> bool:
+    """``sees_secret_teams``, or the team is visible to the organization, or the caller is in
+    it."""
+    if sees_secret_teams(caller, org):
         return True
-    return authz.allowed(caller, ORG_READ, target) and (
+    return authz.allowed(caller, ORG_READ, org_target(org)) and (
         team.visibility == "organization" or team.id in caller.access.team_ids
     )
 
@@ -111,9 +124,10 @@ def visible_team(s: Session, caller: Subject, team_id: str) -> tuple[Organizatio
 
 
 def managed_team(s: Session, caller: Subject, team_id: str) -> tuple[Organization, Team]:
-    """A team the caller may see and whose organization's access they may manage."""
+    """A team the caller may see and change (``org:manage-teams``; the owners team:
+    ``org:manage``)."""
     org, team = visible_team(s, caller, team_id)
-    require_manage(caller, org)
+    require_on_team(caller, org, team, ORG_MANAGE_TEAMS)
     return org, team
 
 

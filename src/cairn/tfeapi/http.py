@@ -6,7 +6,9 @@ For every request the pipeline:
 1. takes the credential off the request (no database): none on a route that needs one is a
    401 at once;
 2. reads the body on the event loop, up to the route's ``limit``: a larger body is refused
-   (413), but only once the caller is known to be allowed in ("401 before 413");
+   (413), but only once the caller is known to be allowed in ("401 before 413"); a client
+   that lets more than ``body_timeout`` pass between two chunks is answered 408 and the
+   connection closed (slow headers are cut by ``cairn.tfeapi.timeouts``);
 3. runs one **job** on the route's executor — one thread hop and one transaction (a unit of
    work, ``write`` for the methods that change things), in which the authenticator checks the
    credential, then the handler parses, authorizes and calls services; the services' own units
@@ -30,8 +32,9 @@ later job tokens and session cookies); the transport never imports a domain.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
@@ -43,9 +46,16 @@ from starlette.routing import Route
 from cairn.audit.lane import AuditedLane
 from cairn.authz.subject import Subject
 from cairn.db.engine import Database
-from cairn.errors import ApiError, BadRequest, PayloadTooLarge, Unauthorized
+from cairn.errors import ApiError, BadRequest, PayloadTooLarge, RequestTimeout, Unauthorized
 from cairn.names import unstorable
-from cairn.tfeapi.jsonapi import Document, error_response, parse_document
+from cairn.tfeapi.jsonapi import (
+    Document,
+    Includes,
+    JsonApiResponse,
+    Resource,
+    error_response,
+    parse_document,
+)
 
 log = logging.getLogger("cairn.api")
 
@@ -92,6 +102,8 @@ class Pipeline:
     lane: AuditedLane
     authenticators: dict[str, Authenticator] = field(default_factory=dict)
     default_limit: int = 1024 * 1024
+    includes: Includes = field(default_factory=Includes)  # what ``include=`` can name
+    body_timeout: float = 60.0  # seconds a client may take between two body chunks
 
 
 class Call:
@@ -121,9 +133,31 @@ class Call:
     def document(self, expected_type: str | None, *, allow_blank_type: bool = False) -> Document:
         return parse_document(self.raw, expected_type, allow_blank_type=allow_blank_type)
 
+    def respond(
+        self,
+        data: Resource | list[Resource],
+        *,
+        status_code: int = 200,
+        resource_type: str | None = None,
+        meta: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> JsonApiResponse:
+        """The JSON:API answer of ``data``, with the resources ``include=`` asks for (those
+        the caller may read) in ``included``; an include that ``data``'s type does not offer
+        is a 400 (``jsonapi.Includes``)."""
+        doc = self.pipeline.includes.document(
+            self.request, self.caller, data, resource_type=resource_type, meta=meta
+        )
+        return JsonApiResponse(doc, status_code=status_code, headers=headers)
+
     def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
         """For ``stream`` handlers: blocking work (database, disk) in the thread pool."""
         return run_in_threadpool(fn, *args, **kwargs)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """For ``stream`` handlers that bound the body themselves: its chunks, each within the
+        body timeout (``RequestTimeout`` otherwise)."""
+        return _chunks(self.request, self.pipeline.body_timeout)
 
     async def stream(self, limit: int) -> Any:
         """For ``stream`` handlers that read the body themselves: its chunks, refusing more
@@ -137,7 +171,7 @@ class Call:
         ):
             raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
         size = 0
-        async for chunk in self.request.stream():
+        async for chunk in _chunks(self.request, self.pipeline.body_timeout):
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
@@ -148,8 +182,28 @@ SyncHandler = Callable[[Call], Response]
 AsyncHandler = Callable[[Call], Awaitable[Response]]
 
 
-async def _read_body(request: Request, limit: int) -> bytes | PayloadTooLarge:
-    """The whole body, or the error for one over ``limit`` (raised after authentication)."""
+async def _chunks(request: Request, timeout: float) -> AsyncIterator[bytes]:
+    """The body's chunks; RequestTimeout when the client lets ``timeout`` seconds pass before
+    the next one (a connection held open by a trickle of bytes costs the server memory and a
+    slot; uvicorn has no such deadline of its own)."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body stopped arriving (nothing for {timeout:g} seconds); "
+                "send it again on a faster connection"
+            ) from None
+        yield chunk
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes | PayloadTooLarge:
+    """The whole body, or the error for one over ``limit`` (raised after authentication);
+    RequestTimeout (raised at once) for a body that comes too slowly."""
     if request.method not in _BODY_METHODS:
         return b""
     too_large = PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
@@ -158,7 +212,7 @@ async def _read_body(request: Request, limit: int) -> bytes | PayloadTooLarge:
         return too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in _chunks(request, timeout):
         size += len(chunk)
         if size > limit:
             return too_large
@@ -216,7 +270,7 @@ def endpoint(
                     )
                 streamed: AsyncHandler = handler  # type: ignore[assignment]
                 return await streamed(call)
-            raw = await _read_body(request, limit or pipeline.default_limit)
+            raw = await _read_body(request, limit or pipeline.default_limit, pipeline.body_timeout)
             body_error = raw if isinstance(raw, PayloadTooLarge) else None
             call = Call(request, pipeline, raw if isinstance(raw, bytes) else b"")
             sync: SyncHandler = handler  # type: ignore[assignment]

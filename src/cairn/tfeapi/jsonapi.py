@@ -1,21 +1,24 @@
 """Reading and writing JSON:API documents the way go-tfe and pytfe expect them.
 
-Reading is strict about shape (``data`` object, ``type``, attribute JSON types) and points at
-the offending member; writing produces the exact media type and the pagination ``meta`` that
-go-tfe follows (reference §0.2).
+Reading is strict about shape (``data`` object, attribute JSON types; ``type`` when it is sent)
+and points at the offending member; writing produces the exact media type, the pagination
+``meta`` that go-tfe follows (reference §0.2) and, for ``include=``, the ``included`` member
+(``Includes``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cairn.errors import ApiError, BadRequest, Invalid
+from cairn.authz.subject import Subject
+from cairn.errors import ApiError, BadRequest, Forbidden, Invalid, NotFound
 from cairn.names import unstorable
 from cairn.paging import Page
 
@@ -191,7 +194,9 @@ def _check_storable(value: str, pointer: str) -> None:
 def parse_document(
     raw: bytes, expected_type: str | None, *, allow_blank_type: bool = False
 ) -> Document:
-    """Parse ``{"data": {...}}``. ``expected_type`` None accepts any type."""
+    """Parse ``{"data": {...}}``. ``expected_type`` None accepts any type; a ``data`` without
+    ``type`` is taken to be of the expected type (``allow_blank_type``: ``""`` too, which is
+    what go-tfe sends for option structs without a type)."""
     body = parse_json(raw)
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
         raise BadRequest(
@@ -199,6 +204,9 @@ def parse_document(
         )
     data = body["data"]
     typ = data.get("type")
+    if typ is None:
+        # HCP Terraform checks the type only when it is sent (PATCH bodies often omit it).
+        typ = expected_type or ""
     if not isinstance(typ, str):
         raise Invalid("'data.type' must be a string", pointer="/data/type")
     if expected_type is not None and typ != expected_type and not (allow_blank_type and typ == ""):
@@ -237,12 +245,13 @@ def parse_resource_list(
 
 
 def page_from(request: Request, *, default_size: int = 20, max_size: int = 100) -> Page:
-    number = _positive_int(request, "page[number]", 1)
+    # HCP Terraform answers page[number]=0 with the first page; so does cairn.
+    number = max(_positive_int(request, "page[number]", 1, zero_ok=True), 1)
     size = _positive_int(request, "page[size]", default_size)
     return Page(number=number, size=min(size, max_size))
 
 
-def _positive_int(request: Request, name: str, default: int) -> int:
+def _positive_int(request: Request, name: str, default: int, *, zero_ok: bool = False) -> int:
     values = request.query_params.getlist(name)
     if not values or values[-1] == "":
         return default
@@ -252,6 +261,8 @@ def _positive_int(request: Request, name: str, default: int) -> int:
         raise BadRequest(f"query parameter '{name}' must be a positive integer", parameter=name)
     digits = value.lstrip("0")
     if not digits:
+        if zero_ok:
+            return 0
         raise BadRequest(f"query parameter '{name}' must be a positive integer", parameter=name)
     # Capped before int(): Python refuses to convert more than 4,300 digits.
     return 1_000_000 if len(digits) > 7 else min(int(digits), 1_000_000)
@@ -277,3 +288,213 @@ def query(request: Request, name: str) -> str | None:
     if not values or values[-1] == "":
         return None
     return values[-1]
+
+
+# ---- include= (compound documents) -----------------------------------------------------------
+
+Resource = dict[str, Any]
+Loader = Callable[[Subject, Sequence[str]], Iterable[Resource]]
+"""``(caller, ids)`` → the documents of those resources of one type that the caller may read
+(the others are left out, exactly as a 404 would hide them)."""
+Resolver = Callable[[Subject, Sequence[Resource]], Iterable[tuple[Resource, list[Resource]]]]
+"""``(caller, documents)`` → for each document, the related documents of one relationship
+that its linkage cannot name by itself (e.g. a workspace's outputs, kept by the state)."""
+
+MAX_INCLUDE_PATHS = 16
+MAX_INCLUDED = 2000
+
+
+def _relationship_name(segment: str) -> str:
+    """HCP Terraform names includes with underscores (``current_state_version``) and go-tfe
+    sometimes with dashes (``current-state-version``); both name the relationship member."""
+    return segment.strip().replace("_", "-")
+
+
+class Includes:
+    """The ``include=`` parameter, one mechanism for every resource type.
+
+    Domains offer, per primary type, the include paths HCP Terraform documents for it
+    (``offer``), and a ``loader`` per resource type that turns IDs into documents through
+    their service (so only what the caller may read is included). A path ``a.b`` follows the
+    relationship ``a`` of the primary documents (its ``data`` linkage), then ``b`` of those.
+    A relationship whose members the linkage cannot name gets a ``resolver`` instead, which
+    also fills the linkage in. Related resources cairn does not have (runs, configuration
+    versions) have no loader: their relationship is ``null`` and nothing is included.
+    """
+
+    def __init__(self) -> None:
+        self._offered: dict[str, dict[tuple[str, ...], str]] = {}
+        self._loaders: dict[str, Loader] = {}
+        self._resolvers: dict[tuple[str, str], Resolver] = {}
+
+    def offer(self, resource_type: str, *paths: str) -> None:
+        """Accept ``paths`` (as HCP Terraform spells them) in ``include=`` on ``resource_type``."""
+        offered = self._offered.setdefault(resource_type, {})
+        for path in paths:
+            offered[self._key(path)] = path
+
+    def loader(self, resource_type: str, load: Loader) -> None:
+        self._loaders[resource_type] = load
+
+    def resolver(self, resource_type: str, relationship: str, resolve: Resolver) -> None:
+        self._resolvers[(resource_type, _relationship_name(relationship))] = resolve
+
+    @staticmethod
+    def _key(path: str) -> tuple[str, ...]:
+        return tuple(_relationship_name(s) for s in path.split("."))
+
+    def requested(self, request: Request, resource_type: str) -> list[tuple[str, ...]]:
+        """The include paths asked for (all ``include`` parameters, comma-separated; empty
+        ones ignored). One that ``resource_type`` does not offer is a 400 that go-tfe turns
+        into ``ErrInvalidIncludeValue`` (it looks for "Invalid include parameter")."""
+        raw = [
+            part.strip()
+            for value in request.query_params.getlist("include")
+            for part in value.split(",")
+        ]
+        names = list(dict.fromkeys(p for p in raw if p))
+        if len(names) > MAX_INCLUDE_PATHS:
+            raise BadRequest(
+                f"Invalid include parameter: at most {MAX_INCLUDE_PATHS} paths may be included",
+                parameter="include",
+            )
+        offered = self._offered.get(resource_type, {})
+        paths: list[tuple[str, ...]] = []
+        for name in names:
+            key = self._key(name)
+            if key not in offered:
+                choices = ", ".join(sorted(offered.values())) or "nothing"
+                shown = name if len(name) <= 100 else name[:100] + "…"
+                raise BadRequest(
+                    f"Invalid include parameter: {shown!r} cannot be included with "
+                    f"{resource_type}; they offer {choices}",
+                    parameter="include",
+                )
+            paths.append(key)
+        return paths
+
+    def included(
+        self, caller: Subject, primary: Sequence[Resource], paths: Sequence[tuple[str, ...]]
+    ) -> list[Resource]:
+        """The ``included`` member: every resource reached by ``paths`` from ``primary`` that
+        the caller may read, once, in the order reached, never one of the primary resources."""
+        seen = {(d["type"], d["id"]) for d in primary}
+        out: list[Resource] = []
+        # Documents fetched once per request, whichever path reaches them first.
+        cache: dict[tuple[str, str], Resource | None] = {}
+        for path in paths:
+            level: list[Resource] = list(primary)
+            for name in path:
+                level = self._follow(caller, level, name, cache)
+                for doc in level:
+                    key = (doc["type"], doc["id"])
+                    if key not in seen:
+                        seen.add(key)
+                        out.append(doc)
+                if len(out) > MAX_INCLUDED:
+                    raise _too_many()
+        return out
+
+    def _follow(
+        self,
+        caller: Subject,
+        docs: list[Resource],
+        name: str,
+        cache: dict[tuple[str, str], Resource | None],
+    ) -> list[Resource]:
+        related: list[Resource] = []
+        by_type: dict[str, list[Resource]] = {}
+        for doc in docs:
+            by_type.setdefault(doc["type"], []).append(doc)
+        for typ, group in by_type.items():
+            resolve = self._resolvers.get((typ, name))
+            if resolve is not None:
+                for parent, found in resolve(caller, group):
+                    rel = parent.setdefault("relationships", {}).setdefault(name, {})
+                    linkage = [{"id": d["id"], "type": d["type"]} for d in found]
+                    if isinstance(rel.get("data", []), list):
+                        rel["data"] = linkage
+                    else:  # to-one: keep its shape
+                        rel["data"] = linkage[0] if linkage else None
+                    for d in found:
+                        cache[(d["type"], d["id"])] = d
+                    related.extend(found)
+                continue
+            wanted: list[tuple[str, str]] = []
+            for doc in group:
+                linkage = (doc.get("relationships") or {}).get(name, {}).get("data")
+                items = linkage if isinstance(linkage, list) else [linkage] if linkage else []
+                wanted.extend((i["type"], i["id"]) for i in items)
+            if len(wanted) > MAX_INCLUDED:  # refused before anything is loaded
+                raise _too_many()
+            self._load(caller, [w for w in dict.fromkeys(wanted) if w not in cache], cache)
+            for w in dict.fromkeys(wanted):
+                found_doc = cache.get(w)
+                if found_doc is not None:
+                    related.append(found_doc)
+        return related
+
+    def _load(
+        self,
+        caller: Subject,
+        keys: list[tuple[str, str]],
+        cache: dict[tuple[str, str], Resource | None],
+    ) -> None:
+        by_type: dict[str, list[str]] = {}
+        for typ, ident in keys:
+            by_type.setdefault(typ, []).append(ident)
+            cache[(typ, ident)] = None  # unreadable or unknown unless loaded below
+        for typ, ids in by_type.items():
+            load = self._loaders.get(typ)
+            if load is None:
+                continue
+            for doc in load(caller, ids):
+                cache[(doc["type"], doc["id"])] = doc
+
+    def document(
+        self,
+        request: Request,
+        caller: Subject,
+        data: Resource | list[Resource],
+        *,
+        resource_type: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``{"data": …, "included": […], "meta": …}``: ``included`` only when ``include=``
+        names something. ``resource_type`` names the primary type when ``data`` is an empty
+        list (an unknown include is refused on an empty page too)."""
+        primary = data if isinstance(data, list) else [data]
+        typ = resource_type or (primary[0]["type"] if primary else "")
+        paths = self.requested(request, typ)
+        doc: dict[str, Any] = {"data": data}
+        if paths:
+            doc["included"] = self.included(caller, primary, paths)
+        if meta is not None:
+            doc["meta"] = meta
+        return doc
+
+
+def _too_many() -> BadRequest:
+    return BadRequest(
+        f"Invalid include parameter: more than {MAX_INCLUDED} resources would be included; "
+        "ask for a smaller page[size] or fewer includes",
+        parameter="include",
+    )
+
+
+def loader_by_id(
+    get: Callable[[Subject, str], Resource],
+    *,
+    hidden: tuple[type[Exception], ...] = (NotFound, Forbidden),
+) -> Loader:
+    """A ``Loader`` from a per-ID reader that raises one of ``hidden`` for what the caller
+    may not read (left out of ``included``, as the reader's 404 or 403 would say)."""
+
+    def load(caller: Subject, ids: Sequence[str]) -> Iterable[Resource]:
+        for ident in ids:
+            try:
+                yield get(caller, ident)
+            except hidden:
+                continue
+
+    return load

@@ -1,13 +1,42 @@
 """Request logging and Prometheus metrics, as one pure-ASGI middleware (cheap per request).
 
+Per request, on the event loop, the middleware only reads the clock twice, bumps two
+pre-bound metric children (resolved once per method and status, not per request) and, when the
+request is logged, puts a tuple on a queue: the access-log line is built, redacted and
+formatted by a writer thread (``AccessLogWriter``), off the loop. ``CAIRN_ACCESS_LOG`` says
+which requests get a line (``AccessLog``): ``on`` (every one, the default), ``off`` (none), or
+``sample:N`` (one in N, and every 5xx). ``/healthz``, ``/readyz`` and ``/metrics`` never do.
+
+Audit events recorded while a logged request runs ride on its line (``"audit": [...]``,
+``cairn.logs.request_events``) instead of making a second line; those of requests that get no
+line are logged on their own, as outside requests.
+
 Paths are logged with secrets removed: upload URLs carry a signed token in the path.
+
+The same middleware is the last line of the response's defence:
+
+- every response says ``X-Content-Type-Options: nosniff``; HTML pages (the login pages) also
+  refuse to be framed (``X-Frame-Options: DENY``, CSP ``frame-ancestors 'none'``), leak no
+  Referer, and allow no script, only their own inline style and forms posting to cairn (or to
+  the loopback redirect of ``terraform login``, where the login form's redirect goes);
+- an exception no handler caught becomes a JSON:API 500 with a request id (also in the log
+  line with the traceback, never sent to the client). It is answered here rather than by
+  Starlette's ``ServerErrorMiddleware``, which re-raises after answering, so uvicorn would
+  close a keep-alive connection that the client is about to reuse.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import itertools
 import logging
+import queue
 import re
+import secrets
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -16,10 +45,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cairn.errors import ApiError
+from cairn.logs import request_events
+from cairn.tfeapi.jsonapi import JsonApiResponse
 from cairn.tfeapi.service_discovery import API_VERSION, RATE_LIMIT
 
 log = logging.getLogger("cairn.http")
 _SECRET_SEGMENT = re.compile(r"/(hosted-upload)/[^/?]+")
+_UNLOGGED = frozenset({"/healthz", "/readyz", "/metrics"})
+# Methods with a label of their own; anything else a client sends is counted as "other", so a
+# client cannot grow the metrics without bound.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 API_HEADERS = [
     (b"tfp-api-version", API_VERSION.encode()),
@@ -28,8 +64,162 @@ API_HEADERS = [
 ]
 
 
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+HTML_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; style-src 'unsafe-inline'; "
+        b"form-action 'self' http://localhost:* http://127.0.0.1:*; "
+        b"frame-ancestors 'none'; base-uri 'none'",
+    ),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def _security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            if value.startswith(b"text/html"):
+                return [*headers, NOSNIFF, *HTML_HEADERS]
+            break
+    return [*headers, NOSNIFF]
+
+
 def redact_path(path: str) -> str:
     return _SECRET_SEGMENT.sub(r"/\1/<redacted>", path)
+
+
+# ---- which requests are logged -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    """``CAIRN_ACCESS_LOG``: ``on`` (``every`` = 1), ``off`` (0), ``sample:N`` (one request in
+    N, and every response >= 500, whatever the sample)."""
+
+    every: int = 1
+
+    @classmethod
+    def parse(cls, value: str) -> AccessLog:
+        """The setting from its text; ValueError saying what is accepted otherwise."""
+        text = value.strip().lower()
+        if text in ("", "on"):
+            return cls(1)
+        if text == "off":
+            return cls(0)
+        kind, _, n = text.partition(":")
+        if kind == "sample" and n.isascii() and n.isdigit() and int(n) >= 1:
+            return cls(int(n))
+        raise ValueError(
+            f"CAIRN_ACCESS_LOG must be on, off or sample:N (N >= 1, one request in N), "
+            f"not {value!r}"
+        )
+
+    def __str__(self) -> str:
+        return {0: "off", 1: "on"}.get(self.every, f"sample:{self.every}")
+
+
+# ---- the writer thread ---------------------------------------------------------------------------
+
+_LINGER = 0.005  # seconds the writer rests after each batch
+_BATCH = 1000  # entries written per batch at most
+_YIELD_EVERY = 16  # entries written between two offers of the GIL to the event loop
+
+# One access-log entry, as the loop hands it over: wall-clock time at the end of the request,
+# method, raw path, status, seconds taken, client address, the audit events it carries.
+Entry = tuple[float, str, str, int, float, str, list[dict[str, Any]] | None]
+
+
+class AccessLogWriter:
+    """Builds and emits the access-log records of the entries put on its queue, in a daemon
+    thread of its own (started on first use): the redaction, the ``LogRecord`` and the
+    formatting (JSON or text) cost more than the rest of the middleware together, and none of
+    it has to happen before the next request is served. It writes in batches, resting
+    ``_LINGER`` seconds between them (a line appears a few milliseconds later). Lines are
+    flushed at exit."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Entry | threading.Event | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def put(self, entry: Entry) -> None:
+        if self._thread is None:
+            self._start()
+        self._queue.put(entry)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="cairn-access-log", daemon=True)
+                thread.start()
+                self._thread = thread
+                atexit.register(self.close)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every entry put so far has been emitted (tests, shutdown)."""
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            written = 0
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < _BATCH:
+                    batch.append(self._queue.get_nowait())
+            for item in batch:
+                if item is None:
+                    return
+                if isinstance(item, threading.Event):
+                    item.set()
+                    continue
+                try:
+                    emit(item)
+                except Exception:  # a broken handler must not stop the lines after it
+                    logging.getLogger("cairn.logs").exception("could not write an access-log line")
+                written += 1
+                if written % _YIELD_EVERY == 0:
+                    time.sleep(0)  # let the event loop have the GIL: no long stall of requests
+            # Lines of the requests served meanwhile are written together: while this thread
+            # sleeps, putting an entry wakes nobody (no system call on the event loop).
+            time.sleep(_LINGER)
+
+
+def emit(entry: Entry) -> None:
+    """The access-log record of one entry, to the ``cairn.http`` logger's handlers."""
+    created, method, path, status, elapsed, client, audit = entry
+    if not log.isEnabledFor(logging.INFO):
+        return
+    extra: dict[str, Any] = {
+        "method": method,
+        "path": redact_path(path),
+        "status": status,
+        "ms": round(elapsed * 1000, 2),
+        "client": client,
+    }
+    if audit:
+        extra["audit"] = audit
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, "request", (), None, extra=extra)
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    log.handle(record)
+
+
+WRITER = AccessLogWriter()
+
+
+# ---- metrics -------------------------------------------------------------------------------------
 
 
 class Metrics:
@@ -54,15 +244,48 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        # Children bound once per (method, status): ``labels()`` validates and joins its
+        # arguments under a lock on every call, which costs more than the count itself.
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def children(self, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter's and the duration histogram's children for these labels."""
+        key = (method, status)
+        found = self._children.get(key)
+        if found is None:
+            label = method if method in _METHODS else "other"
+            found = (self.requests.labels(label, str(status)), self.duration.labels(label))
+            self._children[key] = found
+        return found
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+# ---- the middleware ------------------------------------------------------------------------------
+
+
 class ObserveMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        access_log: AccessLog | str = "on",
+        writer: AccessLogWriter | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = (
+            access_log if isinstance(access_log, AccessLog) else AccessLog.parse(access_log)
+        )
+        self.writer = writer if writer is not None else WRITER
+        self._count = itertools.count()
+
+    def _sampled(self) -> bool:
+        every = self.access_log.every
+        if every <= 1:
+            return every == 1
+        return next(self._count) % every == 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,28 +295,59 @@ class ObserveMiddleware:
         path: str = scope["path"]
         is_api = path.startswith("/api/v2")
         status = 500
+        started = False
+        logged = self.access_log.every != 0 and path not in _UNLOGGED
+        sampled = logged and self._sampled()
+        # Audit events of a sampled request join its line (cairn.logs.request_events).
+        events: list[dict[str, Any]] | None = [] if sampled else None
+        token = request_events.set(events) if sampled else None
 
         async def wrapped(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if is_api:
-                    message["headers"] = list(message.get("headers", [])) + API_HEADERS
+                started = True
+                headers = _security_headers(list(message.get("headers", [])))
+                message["headers"] = headers + API_HEADERS if is_api else headers
             await send(message)
 
         try:
             await self.app(scope, receive, wrapped)
+        except Exception:
+            if started:  # too late for an answer: the connection must close
+                raise
+            request_id = secrets.token_hex(8)
+            log.exception(
+                "unhandled error", extra={"path": redact_path(path), "request_id": request_id}
+            )
+            err = ApiError(
+                f"cairn failed to handle this request; the error is in the server log "
+                f"(request id {request_id})"
+            )
+            response = JsonApiResponse(
+                {"errors": [{"id": request_id, **err.to_jsonapi()}]},
+                status_code=err.status,
+                headers={"X-Request-Id": request_id},
+            )
+            await response(scope, receive, wrapped)
         finally:
+            if token is not None:
+                request_events.reset(token)
             elapsed = time.perf_counter() - start
-            method = scope["method"]
-            self.metrics.requests.labels(method, str(status)).inc()
-            self.metrics.duration.labels(method).observe(elapsed)
-            if path not in ("/healthz", "/readyz", "/metrics"):
-                extra: dict[str, Any] = {
-                    "method": method,
-                    "path": redact_path(path),
-                    "status": status,
-                    "ms": round(elapsed * 1000, 2),
-                    "client": (scope.get("client") or ("-",))[0],
-                }
-                log.info("request", extra=extra)
+            method: str = scope["method"]
+            count, duration = self.metrics.children(method, status)
+            count.inc()
+            duration.observe(elapsed)
+            if sampled or (logged and status >= 500):
+                client = scope.get("client")
+                self.writer.put(
+                    (
+                        time.time(),
+                        method,
+                        path,
+                        status,
+                        elapsed,
+                        client[0] if client else "-",
+                        events or None,
+                    )
+                )

@@ -27,6 +27,9 @@ def discovery_document(services: Mapping[str, object] | None = None) -> bytes:
         "tfe.v2.2": "/api/v2/",
         "state.v2": "/api/v2/",
         "motd.v1": "/api/terraform/motd",
+        # Clients index it unconditionally (go-tfe's NewClient); HCP Terraform's path for its
+        # private registry, served by cairn.registry.
+        "modules.v1": "/api/registry/v1/modules/",
         **(services or {}),
     }
     return json.dumps(doc, separators=(",", ":")).encode()

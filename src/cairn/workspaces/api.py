@@ -15,7 +15,9 @@ from cairn.paging import Page
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import (
     Document,
+    Includes,
     JsonApiResponse,
+    loader_by_id,
     page_from,
     pagination_meta,
     parse_json,
@@ -189,8 +191,10 @@ class Handlers:
             sort=sort,
         )
         views, total = self.workspaces.search(call.caller, call.param("org"), flt, page)
-        return JsonApiResponse(
-            {"data": [wire.workspace(v) for v in views], "meta": pagination_meta(page, total)}
+        return call.respond(
+            [wire.workspace(v) for v in views],
+            resource_type="workspaces",
+            meta=pagination_meta(page, total),
         )
 
     def _ws_id(self, call: Call) -> str:
@@ -203,7 +207,7 @@ class Handlers:
             view = self.workspaces.get_by_name(call.caller, call.param("org"), call.param("name"))
         else:
             view = self.workspaces.get(call.caller, call.param("id"))
-        return JsonApiResponse({"data": wire.workspace(view)})
+        return call.respond(wire.workspace(view))
 
     def update_workspace(self, call: Call) -> Response:
         doc = call.document("workspaces")
@@ -301,3 +305,15 @@ def routes(
         route("/organizations/{org}/tags", h.list_organization_tags, ["GET"]),
         route("/organizations/{org}/tags", h.delete_organization_tags, ["DELETE"]),
     ]
+
+
+def offer_includes(includes: Includes, workspaces: Workspaces) -> None:
+    """What ``include=`` can name on workspaces (HCP Terraform's list; runs, configuration
+    versions, readmes and tag bindings cairn does not have yet are accepted and include
+    nothing, their relationships being empty), and how workspaces are loaded for
+    ``included``. The state offers the state versions and outputs (``state.api``)."""
+    includes.offer("workspaces", *wire.INCLUDABLE)
+    includes.loader(
+        "workspaces",
+        loader_by_id(lambda caller, ws_id: wire.workspace(workspaces.get(caller, ws_id))),
+    )

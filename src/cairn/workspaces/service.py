@@ -111,9 +111,10 @@ class WorkspaceService:
         now = self._clock.now()
         with self._db.unit_of_work(write=True) as s:
             org = orgs.readable(s, caller, org_name)
-            # A grant of workspace:manage on a matching name pattern suffices; otherwise the
-            # organization's managers (403: the caller may see the organization).
-            wanted = authz.Ws(org.id, org.name, "", name)
+            # A grant of workspace:manage on a matching name pattern (or on the workspaces of
+            # the project named: team-project access) suffices; otherwise the organization's
+            # managers (403: the caller may see the organization).
+            wanted = authz.Ws(org.id, org.name, "", name, change.project_id)
             if not authz.allowed(caller, WORKSPACE_MANAGE, wanted):
                 authz.require(caller, ORG_MANAGE, orgs.target(org), doing="create workspaces in")
             ws = Workspace(

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from cairn import authz
@@ -63,7 +63,7 @@ SORTS: dict[str, Any] = {
 
 def target(org: Organization, ws: Workspace) -> authz.Ws:
     """The workspace as the authorizer sees it."""
-    return authz.Ws(org.id, org.name, ws.id, ws.name)
+    return authz.Ws(org.id, org.name, ws.id, ws.name, ws.project_id)
 
 
 def workspace_not_found(ws_id: str) -> NotFound:
@@ -72,13 +72,29 @@ def workspace_not_found(ws_id: str) -> NotFound:
     return authz.not_found("workspace", repr(ws_id))
 
 
+# Statements of every workspace show, built once (building one costs more than running it).
+_FIND = (
+    select(Organization, Workspace)
+    .join(Workspace, Workspace.organization_id == Organization.id)
+    .where(Workspace.id == bindparam("ws_id"))
+)
+_TAGS = (
+    select(WorkspaceTag.workspace_id, Tag.name)
+    .join(Tag, Tag.id == WorkspaceTag.tag_id)
+    .where(WorkspaceTag.workspace_id.in_(bindparam("ws_ids", expanding=True)))
+    .order_by(Tag.name)
+)
+_BY_NAME = select(Workspace).where(
+    Workspace.organization_id == bindparam("org_id"), Workspace.name == bindparam("name")
+)
+_PROJECT_NAMES = select(Project.id, Project.name).where(
+    Project.organization_id == bindparam("org_id")
+)
+
+
 def find(s: Session, caller: Subject, ws_id: str) -> tuple[Organization, Workspace]:
     """A workspace by ID, and its organization, if the caller may read it."""
-    row = s.execute(
-        select(Organization, Workspace)
-        .join(Workspace, Workspace.organization_id == Organization.id)
-        .where(Workspace.id == ws_id)
-    ).first()
+    row = s.execute(_FIND, {"ws_id": ws_id}).first()
     if row is None or not authz.allowed(caller, WORKSPACE_READ, target(row[0], row[1])):
         raise workspace_not_found(ws_id)
     return row[0], row[1]
@@ -89,9 +105,7 @@ def find_by_name(
 ) -> tuple[Organization, Workspace]:
     """A workspace by organization and name, if the caller may read it."""
     org = orgs.readable(s, caller, org_name)
-    ws = s.scalar(
-        select(Workspace).where(Workspace.organization_id == org.id, Workspace.name == name)
-    )
+    ws = s.scalar(_BY_NAME, {"org_id": org.id, "name": name})
     if ws is None:
         raise authz.not_found("workspace", f"{org_name}/{name}")
     authz.require(caller, WORKSPACE_READ, target(org, ws))
@@ -105,16 +119,9 @@ def views(
     ws_ids = [w.id for w in rows]
     tags: dict[str, list[str]] = defaultdict(list)
     if ws_ids:
-        for ws_id, tag_name in s.execute(
-            select(WorkspaceTag.workspace_id, Tag.name)
-            .join(Tag, Tag.id == WorkspaceTag.tag_id)
-            .where(WorkspaceTag.workspace_id.in_(ws_ids))
-            .order_by(Tag.name)
-        ):
+        for ws_id, tag_name in s.execute(_TAGS, {"ws_ids": ws_ids}):
             tags[ws_id].append(tag_name)
-    project_names = dict(
-        s.execute(select(Project.id, Project.name).where(Project.organization_id == org.id)).all()
-    )
+    project_names = dict(s.execute(_PROJECT_NAMES, {"org_id": org.id}).all())
     lockers = {h.id for w in rows if (h := w.holder) is not None and h.is_user}
     names = (
         dict(s.execute(select(User.id, User.username).where(User.id.in_(lockers))).all())
@@ -151,6 +158,7 @@ def search(
             workspace_id=Workspace.id.expression,
             workspace_name=Workspace.name.expression,
             dialect=s.get_bind().dialect.name,
+            project_id=Workspace.project_id.expression,
         )
     )
     total = (

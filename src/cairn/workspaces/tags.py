@@ -115,6 +115,7 @@ class TagService:
                         workspace_id=Workspace.id.expression,
                         workspace_name=Workspace.name.expression,
                         dialect=s.get_bind().dialect.name,
+                        project_id=Workspace.project_id.expression,
                     ),
                 )
                 .subquery()

@@ -10,6 +10,11 @@ from cairn.authz.permissions import (
     ORG_MANAGE,
     RUN_APPLY,
     RUN_PLAN,
+    STATE_READ,
+    STATE_READ_OUTPUTS,
+    STATE_WRITE,
+    VARIABLES_READ,
+    VARIABLES_WRITE,
     WORKSPACE_LOCK,
     WORKSPACE_MANAGE,
     WORKSPACE_READ,
@@ -19,6 +24,24 @@ from cairn.clock import iso8601
 from cairn.workspaces.model import Tag
 from cairn.workspaces.store import WorkspaceView
 
+INCLUDABLE = (
+    "organization",
+    "project",
+    "locked_by",
+    "outputs",
+    "current_state_version",
+    "current_state_version.outputs",
+    "current_run",
+    "current_run.plan",
+    "current_run.configuration_version",
+    "current_run.configuration_version.ingress_attributes",
+    "current_configuration_version",
+    "current_configuration_version.ingress_attributes",
+    "effective_tag_bindings",
+    "readme",
+)
+"""The relationships HCP Terraform documents as includable on workspaces."""
+
 
 def workspace(v: WorkspaceView) -> dict[str, Any]:
     ws, org, p = v.ws, v.org, v.permissions
@@ -26,6 +49,8 @@ def workspace(v: WorkspaceView) -> dict[str, Any]:
     rels: dict[str, Any] = {
         "organization": {"data": {"id": org.name, "type": "organizations"}},
         "project": {"data": {"id": ws.project_id, "type": "projects"}},
+        "agent-pool": {"data": None},
+        "ssh-key": {"data": None},
         "current-run": {"data": None},
         "latest-run": {"data": None},
         "current-configuration-version": {"data": None},
@@ -96,15 +121,15 @@ def workspace(v: WorkspaceView) -> dict[str, Any]:
                 "can-queue-run": RUN_PLAN in p,
                 "can-queue-apply": RUN_APPLY in p,
                 "can-queue-destroy": RUN_APPLY in p,
-                "can-read-variable": WORKSPACE_READ in p,
-                "can-update-variable": WORKSPACE_WRITE in p,
+                "can-read-variable": VARIABLES_READ in p,
+                "can-update-variable": VARIABLES_WRITE in p,
                 "can-lock": WORKSPACE_LOCK in p,
                 "can-unlock": WORKSPACE_LOCK in p,
                 "can-force-unlock": manage,
                 "can-read-settings": WORKSPACE_READ in p,
-                "can-read-state-versions": WORKSPACE_READ in p,
-                "can-create-state-versions": WORKSPACE_WRITE in p,
-                "can-read-run-state-outputs": WORKSPACE_READ in p,
+                "can-read-state-versions": STATE_READ in p,
+                "can-create-state-versions": STATE_WRITE in p,
+                "can-read-run-state-outputs": STATE_READ_OUTPUTS in p,
                 "can-manage-tags": WORKSPACE_WRITE in p,
                 "can-manage-run-tasks": False,
                 "can-force-delete": manage and ORG_MANAGE in p,

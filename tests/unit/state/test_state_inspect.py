@@ -142,7 +142,7 @@ def test_invalid_json_is_invalid(raw: bytes, says: str) -> None:
 @pytest.mark.parametrize(
     ("doc", "says"),
     [
-        pytest.param({"version": 3, "serial": 1, "lineage": LINEAGE}, "version 3", id="v3"),
+        pytest.param({"version": 2, "serial": 1, "lineage": LINEAGE}, "version 2", id="v2"),
         pytest.param({"version": 5, "serial": 1, "lineage": LINEAGE}, "version 5", id="v5"),
         pytest.param({"serial": 1, "lineage": LINEAGE}, "version None", id="no-version"),
         pytest.param({"version": 4, "lineage": LINEAGE}, "serial", id="no-serial"),
@@ -152,7 +152,7 @@ def test_invalid_json_is_invalid(raw: bytes, says: str) -> None:
         pytest.param({"version": "4", "serial": 1, "lineage": LINEAGE}, "version", id="str-ver"),
     ],
 )
-def test_not_a_terraform_4_state_is_invalid(doc: dict[str, Any], says: str) -> None:
+def test_not_a_terraform_3_or_4_state_is_invalid(doc: dict[str, Any], says: str) -> None:
     with pytest.raises(Invalid) as caught:
         read_header(json.dumps(doc).encode())
     assert says in caught.value.detail

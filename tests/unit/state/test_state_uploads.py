@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cairn.auth.model import User as UserRow
 from cairn.authz.subject import User
 from cairn.blobs.filesystem import FilesystemBlobStore
 from cairn.clock import FrozenClock
@@ -52,6 +53,10 @@ def cairn(tmp_path: Path) -> Iterator[Cairn]:
     blobs.check()
     counter = ResourceCounter(db, blobs)
     signer = Signer(Keyring("unit-test-master-secret-0123456789abcdef"), clock)
+    with db.unit_of_work(write=True) as s:  # upload URLs re-check their uploader's row
+        for who in (ADMIN, OTHER):
+            s.add(UserRow(id=who.id, username=who.name, is_site_admin=True, created_at=clock.now()))
+        s.commit()
     OrganizationService(db, clock).create(ADMIN, "acme", "", None)
     ws = WorkspaceService(db, clock).create(ADMIN, "acme", WorkspaceSettings(name="app"))
     try:
@@ -75,7 +80,7 @@ def pending(cairn: Cairn, raw: bytes, lineage: str, serial: int = 1) -> str:
 
 def put(cairn: Cairn, sv_id: str, token: str, raw: bytes) -> int:
     upload = cairn.uploads.start(sv_id, token)
-    upload.writer.write(raw)
+    upload.staged.feed(raw)
     return cairn.uploads.finish(upload, "192.0.2.1")
 
 
@@ -84,12 +89,12 @@ def test_an_upload_url_works_once_within_its_lifetime(cairn: Cairn) -> None:
     lineage = new_lineage()
     raw = state_file(1, lineage)
     sv_id = pending(cairn, raw, lineage)
-    token = cairn.uploads.token(cairn.states.get(ADMIN, sv_id).sv, "state")
+    token = cairn.uploads.token(cairn.states.get(ADMIN, sv_id), "state", ADMIN)
     assert token is not None
     cairn.clock.advance(TTL - timedelta(seconds=1))
     assert put(cairn, sv_id, token, raw) == len(raw)
     assert cairn.states.current(ADMIN, cairn.ws_id).sv.id == sv_id
-    assert cairn.uploads.token(cairn.states.get(ADMIN, sv_id).sv, "state") is None
+    assert cairn.uploads.token(cairn.states.get(ADMIN, sv_id), "state", ADMIN) is None
     with pytest.raises(Conflict, match="already been used"):
         cairn.uploads.start(sv_id, token)
 
@@ -98,7 +103,7 @@ def test_an_expired_upload_url_is_refused(cairn: Cairn) -> None:
     cairn.locks.lock(ADMIN, cairn.ws_id, "", "192.0.2.1")
     lineage = new_lineage()
     sv_id = pending(cairn, state_file(1, lineage), lineage)
-    token = cairn.uploads.token(cairn.states.get(ADMIN, sv_id).sv, "state")
+    token = cairn.uploads.token(cairn.states.get(ADMIN, sv_id), "state", ADMIN)
     assert token is not None
     cairn.clock.advance(TTL + timedelta(seconds=1))
     with pytest.raises(Unauthorized, match="expired"):

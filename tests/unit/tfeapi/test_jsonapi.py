@@ -115,7 +115,8 @@ def test_blank_type_only_where_allowed() -> None:
         (b"", BadRequest, None),
         (b"{", BadRequest, None),
         (b'{"data": 1}', BadRequest, "/data"),
-        (b'{"data": {"attributes": {}}}', Invalid, "/data/type"),
+        (b'{"data": {"type": 7, "attributes": {}}}', Invalid, "/data/type"),
+        (b'{"data": {"type": "runs", "attributes": {}}}', Invalid, "/data/type"),
         (b'{"data": {"type": "workspaces", "attributes": [1]}}', Invalid, "/data/attributes"),
         (b'{"data": {"type": "workspaces", "relationships": 1}}', Invalid, "/data/relationships"),
         (b'{"data": {"type": "workspaces", "id": 5}}', Invalid, "/data/id"),
@@ -139,3 +140,10 @@ def test_booleans_are_not_integers_and_integers_not_booleans() -> None:
 def test_deeply_nested_json_is_a_bad_request() -> None:
     with pytest.raises(BadRequest):
         parse_document(b"[" * 100_000 + b"]" * 100_000, "workspaces")
+
+
+def test_type_is_checked_only_when_given() -> None:
+    """HCP Terraform accepts a document without ``data.type`` (PATCH bodies often omit it)."""
+    doc = parse_document(b'{"data": {"attributes": {"name": "w"}}}', "workspaces")
+    assert doc.type == "workspaces" and doc.string("name") == "w"
+    assert parse_document(b'{"data": {"type": null}}', None).type == ""

@@ -44,10 +44,11 @@ from cairn.auth.idp.errors import (
 from cairn.auth.idp.jwks import JwksCache
 from cairn.auth.idp.jws import parse_compact, verify_signature
 from cairn.auth.idp.settings import IdpSettings, make_http_client
+from cairn.auth.throttle import client_key
 from cairn.clock import Clock
 from cairn.crypto import Keyring, b64url
 from cairn.db.engine import Database
-from cairn.errors import ApiError, BadRequest, SealError
+from cairn.errors import ApiError, BadRequest, SealError, TooManyRequests
 
 log = logging.getLogger("cairn.auth.idp")
 
@@ -57,6 +58,8 @@ MAX_TOKEN_AGE = timedelta(minutes=10)  # iat window: the token was minted by our
 METADATA_TTL = timedelta(hours=1)  # discovery is re-read (and re-checked) this often
 METADATA_RETRY = timedelta(seconds=60)  # after a failed re-read, keep the last good copy
 MAX_TOKEN_RESPONSE = 256 * 1024
+# Logins one client address may have waiting at the IdP at once (CAIRN_LOGIN_PENDING_PER_ADDRESS).
+MAX_PENDING_PER_ADDRESS = 50
 _MAX_STATE = 512
 _MAX_CODE = 4096
 _ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")  # RFC 6749 §4.1.2.1 charset
@@ -122,7 +125,9 @@ class IdpClient:
         jwks: JwksCache | None = None,
         leeway: timedelta = LEEWAY,
         max_token_age: timedelta = MAX_TOKEN_AGE,
+        max_pending_per_address: int = MAX_PENDING_PER_ADDRESS,
     ) -> None:
+        self._max_pending = max_pending_per_address
         self._settings = settings
         self._db = db
         self._keys = keyring
@@ -205,20 +210,33 @@ class IdpClient:
 
     # -- the login ---------------------------------------------------------------------------
 
-    def begin(self, resume: str) -> str:
+    def begin(self, resume: str, *, source_address: str = "") -> str:
         """Store a pending login and return the IdP authorization URL for the browser.
 
-        ``resume`` (at most 2,000 characters) comes back in ``IdpLogin.resume``."""
+        ``resume`` (at most 2,000 characters) comes back in ``IdpLogin.resume``. A client
+        address (``throttle.client_key``) with ``max_pending_per_address`` logins pending is
+        refused (TooManyRequests, until its oldest one expires): anonymous clients cannot
+        fill ``login_states`` (finding L3)."""
         if len(resume) > states.MAX_RESUME:
             raise BadRequest("the login request is too long")
         metadata = self._provider()
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
         state_hash = self._keys.token_hash(state)
         now = self._clock.now()
+        key = client_key(source_address)
         with self._db.unit_of_work(write=True) as s:
             states.purge(s, now)
+            count, oldest = states.pending(s, key, now)
+            if self._max_pending and count >= self._max_pending:
+                wait = int((oldest - now).total_seconds()) + 1 if oldest else 60
+                raise TooManyRequests(
+                    f"{count} logins from your address are already waiting for the identity "
+                    f"provider; finish one of them, or wait {wait} seconds and try again",
+                    retry_after=wait,
+                )
             states.add(
                 s,
+                client_key=key,
                 state_hash=state_hash,
                 nonce_hash=self._keys.token_hash(nonce),
                 sealed_verifier=self._keys.seal(

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cairn.auth.idp.errors import LoginStateInvalid
 from cairn.auth.model import LoginState
+from cairn.clock import as_utc
 from cairn.db.engine import affected
 
 STATE_TTL = timedelta(minutes=10)
@@ -47,6 +48,7 @@ def add(
     resume: str,
     now: datetime,
     ttl: timedelta = STATE_TTL,
+    client_key: str | None = None,
 ) -> None:
     s.add(
         LoginState(
@@ -54,11 +56,25 @@ def add(
             nonce_hash=nonce_hash,
             sealed_verifier=sealed_verifier,
             resume=resume,
+            client_key=client_key,
             created_at=now,
             expires_at=now + ttl,
             used_at=None,
         )
     )
+
+
+def pending(s: Session, client_key: str, now: datetime) -> tuple[int, datetime | None]:
+    """How many logins ``client_key`` has pending (not used, not expired), and when the oldest
+    of them expires."""
+    count, oldest = s.execute(
+        select(func.count(), func.min(LoginState.expires_at)).where(
+            LoginState.client_key == client_key,
+            LoginState.expires_at > now,
+            LoginState.used_at.is_(None),
+        )
+    ).one()
+    return int(count or 0), as_utc(oldest)
 
 
 def purge(s: Session, now: datetime) -> int:
