@@ -227,6 +227,7 @@ def organization_hooks() -> OrganizationHooks:
         after_rename=[rename_org_service_account],
         before_delete=[ws_hooks.refuse_locked_workspaces],
         before_delete_project=[ws_hooks.refuse_used_project],
+        workspace_counts=ws_hooks.readable_counts,
     )
 
 

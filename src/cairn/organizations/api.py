@@ -51,6 +51,17 @@ class Organizations(Protocol):
         self, caller: Subject, project_id: str, name: str | None, description: str | None
     ) -> tuple[Organization, Project]: ...
     def delete_project(self, caller: Subject, project_id: str) -> None: ...
+    def workspace_counts(
+        self, caller: Subject, org: Organization, project_ids: list[str]
+    ) -> dict[str, int]: ...
+
+
+def _projects(
+    orgs: Organizations, caller: Subject, org: Organization, rows: Sequence[Project]
+) -> list[Resource]:
+    """Project documents with their ``workspace-count`` (workspaces the caller may read)."""
+    counts = orgs.workspace_counts(caller, org, [p.id for p in rows])
+    return [wire.project(org, p, caller, counts.get(p.id, 0)) for p in rows]
 
 
 def _mode(doc: Document) -> str | None:
@@ -111,7 +122,7 @@ class Handlers:
             call.caller, call.param("org"), page, names, query(call.request, "q")
         )
         return call.respond(
-            [wire.project(org, p, call.caller) for p in rows],
+            _projects(self.orgs, call.caller, org, rows),
             resource_type="projects",
             meta=pagination_meta(page, total),
         )
@@ -122,18 +133,19 @@ class Handlers:
         org, prj = self.orgs.create_project(
             call.caller, call.param("org"), name, doc.string("description") or ""
         )
-        return JsonApiResponse({"data": wire.project(org, prj, call.caller)}, status_code=201)
+        created = _projects(self.orgs, call.caller, org, [prj])[0]
+        return JsonApiResponse({"data": created}, status_code=201)
 
     def show_project(self, call: Call) -> Response:
         org, prj = self.orgs.get_project(call.caller, call.param("id"))
-        return call.respond(wire.project(org, prj, call.caller))
+        return call.respond(_projects(self.orgs, call.caller, org, [prj])[0])
 
     def update_project(self, call: Call) -> Response:
         doc = call.document("projects")
         org, prj = self.orgs.update_project(
             call.caller, call.param("id"), doc.string("name", max_len=40), doc.string("description")
         )
-        return JsonApiResponse({"data": wire.project(org, prj, call.caller)})
+        return JsonApiResponse({"data": _projects(self.orgs, call.caller, org, [prj])[0]})
 
     def delete_project(self, call: Call) -> Response:
         self.orgs.delete_project(call.caller, call.param("id"))
@@ -169,7 +181,7 @@ def offer_includes(includes: Includes, service: Organizations) -> None:
 
     def project(caller: Subject, project_id: str) -> Resource:
         org, prj = service.get_project(caller, project_id)
-        return wire.project(org, prj, caller)
+        return _projects(service, caller, org, [prj])[0]
 
     def entitlement_sets(
         caller: Subject, orgs: Sequence[Resource]

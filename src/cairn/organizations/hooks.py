@@ -25,6 +25,9 @@ BeforeDelete = Callable[[Session, Organization], None]
 """``(session, org)``: raise to refuse the deletion."""
 BeforeDeleteProject = Callable[[Session, Organization, Project], None]
 """``(session, org, project)``: raise to refuse the deletion of the project."""
+WorkspaceCounts = Callable[[Session, Subject, Organization, list[str]], dict[str, int]]
+"""``(session, caller, org, project_ids)``: how many workspaces of each project the caller may
+read (a project's ``workspace-count``; workspaces live above organizations)."""
 
 
 @dataclass
@@ -35,3 +38,4 @@ class OrganizationHooks:
     after_rename: list[AfterRename] = field(default_factory=list)
     before_delete: list[BeforeDelete] = field(default_factory=list)
     before_delete_project: list[BeforeDeleteProject] = field(default_factory=list)
+    workspace_counts: WorkspaceCounts | None = None

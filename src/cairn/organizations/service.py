@@ -158,6 +158,16 @@ class OrganizationService:
             rows, total = store.projects(s, org, page, names, q)
             return org, rows, total
 
+    def workspace_counts(
+        self, caller: Subject, org: Organization, project_ids: list[str]
+    ) -> dict[str, int]:
+        """How many workspaces of each project the caller may read (0 for none)."""
+        counts = self.hooks.workspace_counts
+        if counts is None or not project_ids:
+            return {}
+        with self._db.unit_of_work() as s:
+            return counts(s, caller, org, project_ids)
+
     def create_project(
         self, caller: Subject, org_name: str, name: str, description: str
     ) -> tuple[Organization, Project]:

@@ -109,7 +109,9 @@ def entitlement_set(org: Organization) -> dict[str, Any]:
     }
 
 
-def project(org: Organization, prj: Project, caller: Subject) -> dict[str, Any]:
+def project(
+    org: Organization, prj: Project, caller: Subject, workspace_count: int
+) -> dict[str, Any]:
     manage = authz.allowed(caller, ORG_MANAGE, authz.Org(org.id, org.name))
     return {
         "id": prj.id,
@@ -119,7 +121,7 @@ def project(org: Organization, prj: Project, caller: Subject) -> dict[str, Any]:
             "description": prj.description,
             "created-at": iso8601(prj.created_at),
             "is-default": prj.is_default,
-            "workspace-count": None,
+            "workspace-count": workspace_count,
             "permissions": {
                 "can-read": True,
                 "can-update": manage,

@@ -22,10 +22,6 @@ from cairn.workspaces.model import Workspace
 
 log = logging.getLogger("cairn.state")
 
-# Uploads larger than this get a count after the response (``state.api``): a no-op for
-# versions counted when checked, which is every version committed since.
-SYNC_PROCESS_LIMIT = 8 * 1024 * 1024
-
 # StateVersion.resource_count before counting, and once counting has failed for good.
 UNCOUNTED = -1
 UNPROCESSABLE = -2

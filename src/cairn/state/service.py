@@ -25,13 +25,12 @@ from cairn.paging import Page
 from cairn.state import inspect, store
 from cairn.state.intake import Kind, Staged, staged_bytes
 from cairn.state.model import StateVersion, StateVersionOutput
-from cairn.state.processing import SYNC_PROCESS_LIMIT, UNPROCESSABLE, ResourceCounter
+from cairn.state.processing import UNPROCESSABLE, ResourceCounter
 from cairn.state.store import LostRace, NewVersion, VersionView
 from cairn.workspaces import consumers
 from cairn.workspaces import store as workspaces
 
 __all__ = [
-    "SYNC_PROCESS_LIMIT",
     "LostRace",
     "NewVersion",
     "StateService",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from cairn.authz.subject import Subject
 from cairn.errors import Conflict
 from cairn.organizations.model import Organization, Project
 from cairn.workspaces import store
@@ -27,3 +28,10 @@ def refuse_used_project(s: Session, org: Organization, prj: Project) -> None:
         raise Conflict(
             f"project {prj.name!r} still holds {used} workspace(s); move or delete them first"
         )
+
+
+def readable_counts(
+    s: Session, caller: Subject, org: Organization, project_ids: list[str]
+) -> dict[str, int]:
+    """A project's ``workspace-count``: its workspaces the caller may read (no existence leak)."""
+    return store.readable_counts_by_project(s, caller, org, project_ids)

@@ -286,3 +286,28 @@ def count_in_project(s: Session, project_id: str) -> int:
         )
         or 0
     )
+
+
+def readable_counts_by_project(
+    s: Session, caller: Subject, org: Organization, project_ids: list[str]
+) -> dict[str, int]:
+    """How many workspaces of each of ``project_ids`` the caller may read, in one grouped query
+    filtered by the authorizer's rule."""
+    stmt = (
+        select(Workspace.project_id, func.count())
+        .where(
+            Workspace.organization_id == org.id,
+            Workspace.project_id.in_(project_ids),
+            authz.visible(
+                caller,
+                WORKSPACE_READ,
+                org.id,
+                workspace_id=Workspace.id.expression,
+                workspace_name=Workspace.name.expression,
+                dialect=s.get_bind().dialect.name,
+                project_id=Workspace.project_id.expression,
+            ),
+        )
+        .group_by(Workspace.project_id)
+    )
+    return {str(pid): int(n) for pid, n in s.execute(stmt)}
