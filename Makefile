@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= $(CURDIR)/.cairn-data
 
-.PHONY: install serve test test-fast lint imports typecheck check postgres-available clean bench
+.PHONY: install serve test test-fast lint imports typecheck check postgres-available wrk-available clean bench
 
 install: $(STAMP)
 
@@ -55,10 +55,18 @@ imports: install
 
 check: lint imports typecheck test
 
-bench: install
+# The benchmarks' load generator (Debian's wrk) when the machine has none.
+wrk-available:
+	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+bench: install postgres-available wrk-available
 	$(BIN)/python bench/state.py
 	$(BIN)/python bench/identity.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/hotpaths.py
+	$(BIN)/python bench/middleware.py
+	$(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,8 @@
 """A subject's access (``Access``: organization rights, workspace grants, project grants,
-teams) and loading it from the database: one query each for teams, grants, team-project access
-and custom roles. Called once per
-authenticated request, inside the request's own transaction; never cached, so a membership or
-grant change applies to the very next request.
+teams) and loading it from the database: one query for teams, grants and team-project access
+(``UNION ALL`` of the three, rows told apart by their ``kind``), and one more only when a grant
+names a custom role. Called once per authenticated request, inside the request's own
+transaction; never cached, so a membership or grant change applies to the very next request.
 
 Core selects of the needed columns (prepared once, cached compiled by SQLAlchemy): this runs on
 every request, and entities would be built only to be read once.
@@ -13,8 +13,20 @@ from __future__ import annotations
 import fnmatch
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, or_, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+)
 
 from cairn.authz.model import Grant, Role, Team, TeamMembership, TeamProject
 from cairn.authz.permissions import ALL_PERMISSIONS, ORG_READ
@@ -86,31 +98,106 @@ _grant = table_of(Grant)
 _role = table_of(Role)
 _team_project = table_of(TeamProject)
 
-_TEAMS = (
-    select(_team.c.id, _team.c.organization_id, _team.c.name, _team.c.organization_access)
+
+class _GrantRow(NamedTuple):
+    organization_id: str
+    role: str
+    workspace_id: str | None
+    workspace_pattern: str | None
+    runs: str | None
+    variables: str | None
+    state_versions: str | None
+    sentinel_mocks: str | None
+    workspace_locking: Any
+    run_tasks: Any
+
+
+class _TeamProjectRow(NamedTuple):
+    organization_id: str
+    project_id: str
+    access: str
+    settings: str
+    teams: str
+    variable_sets: str
+    runs: str
+    variables: str
+    state_versions: str
+    sentinel_mocks: str
+    run_tasks: Any
+    ws_create: Any
+    ws_locking: Any
+    ws_move: Any
+    ws_delete: Any
+
+
+_STRINGS, _FLAGS = 10, 5  # the union's columns: s0..s9 (text), b0..b4 (flags as integers)
+
+
+def _part(kind: str, strings: list[Any], flags: list[Any]) -> list[Any]:
+    """One SELECT's columns for the union: its ``kind``, then its values padded with NULLs."""
+    cols: list[Any] = [literal_column(f"'{kind}'", String).label("kind")]
+    for i in range(_STRINGS):
+        cols.append((strings[i] if i < len(strings) else cast(null(), String)).label(f"s{i}"))
+    for i in range(_FLAGS):
+        value = cast(flags[i], Integer) if i < len(flags) else cast(null(), Integer)
+        cols.append(value.label(f"b{i}"))
+    return cols
+
+
+_MY_TEAMS = select(_member.c.team_id).where(_member.c.user_id == bindparam("user_id"))
+_ACCESS = union_all(
+    select(
+        *_part(
+            "t",
+            [_team.c.id, _team.c.organization_id, _team.c.name, _team.c.organization_access],
+            [],
+        )
+    )
     .join_from(_team, _member, _member.c.team_id == _team.c.id)
-    .where(_member.c.user_id == bindparam("user_id"))
-)
-_GRANTS = select(
-    _grant.c.organization_id,
-    _grant.c.role,
-    _grant.c.workspace_id,
-    _grant.c.workspace_pattern,
-    _grant.c.runs,
-    _grant.c.variables,
-    _grant.c.state_versions,
-    _grant.c.sentinel_mocks,
-    _grant.c.workspace_locking,
-    _grant.c.run_tasks,
-).where(
-    _grant.c.is_active,
-    or_(
-        _grant.c.user_id == bindparam("user_id"),
-        _grant.c.team_id.in_(bindparam("team_ids", expanding=True)),
+    .where(_member.c.user_id == bindparam("user_id")),
+    select(
+        *_part(
+            "g",
+            [
+                _grant.c.organization_id,
+                _grant.c.role,
+                _grant.c.workspace_id,
+                _grant.c.workspace_pattern,
+                _grant.c.runs,
+                _grant.c.variables,
+                _grant.c.state_versions,
+                _grant.c.sentinel_mocks,
+            ],
+            [_grant.c.workspace_locking, _grant.c.run_tasks],
+        )
+    ).where(
+        _grant.c.is_active,
+        or_(_grant.c.user_id == bindparam("user_id"), _grant.c.team_id.in_(_MY_TEAMS)),
     ),
-)
-_TEAM_PROJECTS = select(_team_project).where(
-    _team_project.c.team_id.in_(bindparam("team_ids", expanding=True))
+    select(
+        *_part(
+            "p",
+            [
+                _team_project.c.organization_id,
+                _team_project.c.project_id,
+                _team_project.c.access,
+                _team_project.c.settings,
+                _team_project.c.teams,
+                _team_project.c.variable_sets,
+                _team_project.c.runs,
+                _team_project.c.variables,
+                _team_project.c.state_versions,
+                _team_project.c.sentinel_mocks,
+            ],
+            [
+                _team_project.c.run_tasks,
+                _team_project.c.ws_create,
+                _team_project.c.ws_locking,
+                _team_project.c.ws_move,
+                _team_project.c.ws_delete,
+            ],
+        )
+    ).where(_team_project.c.team_id.in_(_MY_TEAMS)),
 )
 _ROLES = select(_role.c.organization_id, _role.c.name, _role.c.permissions).where(
     _role.c.organization_id.in_(bindparam("org_ids", expanding=True))
@@ -123,13 +210,19 @@ def load_access(conn: Connection, user_id: str, *, organization_id: str | None =
     this service account holds (it may do everything there)."""
     organization: dict[str, set[str]] = defaultdict(set)
     team_ids: list[str] = []
-    for team_id, org_id, name, organization_access in conn.execute(_TEAMS, {"user_id": user_id}):
-        team_ids.append(team_id)
-        organization[org_id] |= org_access_permissions(name, organization_access)
-        organization[org_id].add(ORG_READ)
+    rows: list[_GrantRow] = []
+    team_projects: list[_TeamProjectRow] = []
+    for r in conn.execute(_ACCESS, {"user_id": user_id}):
+        if r.kind == "t":
+            team_ids.append(r.s0)
+            organization[r.s1] |= org_access_permissions(r.s2, r.s3)
+            organization[r.s1].add(ORG_READ)
+        elif r.kind == "g":
+            rows.append(_GrantRow._make((*r[1:9], r.b0, r.b1)))
+        else:  # "p": the row's columns are a team-project's, in _TeamProjectRow's order
+            team_projects.append(_TeamProjectRow._make(r[1:]))
     if organization_id is not None:
         organization[organization_id] |= ALL_PERMISSIONS
-    rows = conn.execute(_GRANTS, {"user_id": user_id, "team_ids": team_ids or [""]}).all()
     custom: dict[tuple[str, str], frozenset[str]] = {}
     org_ids = sorted(
         {g.organization_id for g in rows if g.role not in BUILTIN_ROLES and g.role != CUSTOM}
@@ -155,17 +248,16 @@ def load_access(conn: Connection, user_id: str, *, organization_id: str | None =
             )
         )
     projects = []
-    if team_ids:
-        for tp in conn.execute(_TEAM_PROJECTS, {"team_ids": team_ids}):
-            on_project, on_workspaces = project_permissions(tp.access, team_project_access(tp))
-            projects.append(ProjectGrant(tp.organization_id, tp.project_id, on_project))
-            grants.append(
-                WorkspaceGrant(
-                    organization_id=tp.organization_id,
-                    permissions=on_workspaces,
-                    project_id=tp.project_id,
-                )
+    for tp in team_projects:
+        on_project, on_workspaces = project_permissions(tp.access, team_project_access(tp))
+        projects.append(ProjectGrant(tp.organization_id, tp.project_id, on_project))
+        grants.append(
+            WorkspaceGrant(
+                organization_id=tp.organization_id,
+                permissions=on_workspaces,
+                project_id=tp.project_id,
             )
+        )
     return Access(
         organization={k: frozenset(v) for k, v in organization.items()},
         grants=tuple(grants),
