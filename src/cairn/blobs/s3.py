@@ -5,7 +5,8 @@ Layout under ``CAIRN_S3_PREFIX``::
     <prefix>sha256/<sha256>                 a blob, under its content address
     <prefix>tmp/upload-<start>-<random>     an upload on its way (a multipart upload, or for
                                             a moment the object it completed into)
-    <prefix>gc/<sha256>/<start>-<random>    a sweep about to delete that blob (see delete)
+    <prefix>gc/<sha256>/<start>-<random>    a sweep deleting that blob (and ``….done`` once
+                                            it is done; see delete)
 
 How a write keeps the filesystem store's discipline (written → verified → addressed → only
 then may the caller commit its row):
@@ -29,7 +30,7 @@ then may the caller commit its row):
 * Publishing always writes the content address, even when the blob is already there: that
   refreshes its last-written time (``x-amz-meta-cairn-written``, from the store's clock),
   which is what the garbage collector's grace period reads. S3 cannot delete "only if not
-  written since", so a sweep announces each deletion and writers look for announcements
+  written since", so a sweep records each deletion and writers look for such records
   (``S3BlobStore.delete``).
 * ``abort`` aborts the multipart upload (S3 discards its parts) and deletes any temporary
   object; ``purge_temporaries`` does the same for uploads a crash left behind.
@@ -78,6 +79,7 @@ GC_GUARD = 5.0
 GC_WAIT = 30.0
 
 _UPLOAD = "upload-"
+_DONE = ".done"
 # Object metadata holding a blob's last-written time (x-amz-meta-cairn-written).
 WRITTEN = "cairn-written"
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -204,7 +206,7 @@ class S3BlobWriter:
         body = bytes(self._buf)
         self._buf.clear()
 
-        def publish() -> None:
+        def publish() -> bool:
             s.call(
                 "store a blob",
                 s.client.put_object,
@@ -216,7 +218,7 @@ class S3BlobWriter:
                 Metadata=s.written_now(),
             )
             try:
-                s.verify(key, ref, ref.md5)
+                return s.verify(key, ref, ref.md5)
             except BlobCorrupted:
                 # S3 checks Content-MD5; a store that does not kept damaged bytes at the
                 # address: remove them rather than leave them for the next reader.
@@ -224,8 +226,7 @@ class S3BlobWriter:
                     s.delete_key(key)
                 raise
 
-        publish()
-        s.settle(ref.sha256, publish)
+        s.settle(ref.sha256, publish, publish())
 
     def _complete_and_publish(self, ref: BlobRef) -> None:
         s = self._store
@@ -242,18 +243,18 @@ class S3BlobWriter:
         # A multipart object's ETag: the MD5 of its parts' MD5s, and their count.
         digest = hashlib.md5(b"".join(self._part_md5s), usedforsecurity=False).hexdigest()
         multipart_etag = f"{digest}-{len(self._part_md5s)}"
-        s.verify(self._tmp_key, ref, multipart_etag)
+        if not s.verify(self._tmp_key, ref, multipart_etag):
+            raise BlobStoreUnavailable("the completed upload vanished from S3; try again")
         key = s.key(ref.sha256)
 
-        def publish() -> None:
+        def publish() -> bool:
             s.copy(self._tmp_key, key, ref.size)
             # S3 gives a copy the MD5 of its bytes as ETag (some compatible stores keep the
             # source's); a copy made part by part (over 5 GiB) has ETags of parts we never saw.
             etags = (ref.md5, multipart_etag) if ref.size <= COPY_LIMIT else ()
-            s.verify(key, ref, *etags)
+            return s.verify(key, ref, *etags)
 
-        publish()
-        s.settle(ref.sha256, publish)
+        s.settle(ref.sha256, publish, publish())
         self._tmp_object = False
         with contextlib.suppress(BlobStoreUnavailable):  # published: purge_temporaries retries
             s.delete_key(self._tmp_key)
@@ -340,12 +341,16 @@ class S3BlobStore:
             hint = "try again shortly"
         return BlobStoreUnavailable(f"the S3 blob store could not {what} ({code}); {hint}")
 
-    def verify(self, key: str, ref: BlobRef, *etags: str) -> None:
+    def verify(self, key: str, ref: BlobRef, *etags: str) -> bool:
         """The stored object has the size received and, when ``etags`` are given and S3's
-        ETag is an MD5 (not with KMS or customer keys), one of them."""
-        head = self.call(
-            "verify a blob", self.client.head_object, Bucket=self.location.bucket, Key=key
-        )
+        ETag is an MD5 (not with KMS or customer keys), one of them. False when it is gone
+        (a sweep deleted it right after it was written: ``settle`` sorts that out)."""
+        try:
+            head = self.client.head_object(Bucket=self.location.bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            if _is_missing(exc):
+                return False
+            raise self._unavailable("verify a blob", exc) from None
         size = int(head["ContentLength"])
         found = str(head.get("ETag", "")).strip('"')
         opaque = head.get("ServerSideEncryption") in _KMS or head.get("SSECustomerAlgorithm")
@@ -354,6 +359,7 @@ class S3BlobStore:
                 f"blob {ref.sha256} was not stored as written (S3 holds {size} bytes, ETag "
                 f"{found}; expected {ref.size} bytes, ETag {' or '.join(etags)})"
             )
+        return True
 
     def copy(self, source: str, target: str, size: int) -> None:
         """Server-side copy (CopyObject; part by part above its 5 GiB limit)."""
@@ -560,13 +566,15 @@ class S3BlobStore:
     def delete(self, sha256: str, *, older_than: datetime) -> bool:
         """Delete a blob last written before ``older_than``.
 
-        S3 has no delete-if-unmodified-since, so a sweep announces itself: it writes a mark
-        under ``<prefix>gc/<sha256>/`` before its final look at the blob and removes it after
-        the DELETE. A writer, after publishing, looks for marks (``settle``): if it saw none,
-        the sweep's final look comes after the refresh and keeps the blob; if it saw one, the
-        writer waits for the sweep to finish and publishes again when the blob is gone. The
-        DELETE is sent without retries and only within ``GC_GUARD`` of the mark, far inside
-        the ``GC_WAIT`` a writer waits, so it never lands after the writer looked.
+        S3 has no delete-if-unmodified-since, so a sweep leaves a record: before its final look
+        at the blob it writes a mark ``<prefix>gc/<sha256>/<start>-<random>``, and once done
+        (deleted or kept) a ``….done`` beside it; both stay until ``purge_temporaries`` (the
+        grace period). A writer, after publishing, lists the marks (``settle``). A deletion
+        that could hit its bytes is one whose final look came before the writer's refresh,
+        hence whose mark was written before it: the writer sees that mark, waits until every
+        mark is done, and publishes again if the blob is gone. The DELETE is sent without
+        retries and only within ``GC_GUARD`` of the mark, far inside the ``GC_WAIT`` a writer
+        gives a sweep that never says it is done, so it cannot land after the writer looked.
         """
         key = self.key(sha256)
         if not self._written_before(sha256, older_than):
@@ -586,11 +594,16 @@ class S3BlobStore:
             settled = True
             return True
         finally:
-            # A DELETE that failed may still be carried out by S3 later: its mark stays (until
-            # purge_temporaries), so writers wait out GC_WAIT and then check the blob.
+            # A DELETE that failed may still be carried out by S3 later: its mark stays
+            # without a .done, so writers wait out GC_WAIT and then check the blob.
             if settled:
                 with contextlib.suppress(BlobStoreUnavailable):
-                    self.delete_key(mark)
+                    self.call(
+                        "finish a deletion",
+                        self.client.put_object,
+                        Bucket=bucket,
+                        Key=mark + _DONE,
+                    )
 
     def _written_before(self, sha256: str, older_than: datetime) -> bool:
         written = self._written(sha256)
@@ -605,32 +618,41 @@ class S3BlobStore:
             self._guarded = s3_client(self.location, attempts=1, timeout=GC_GUARD / 2)
         return self._guarded
 
-    def settle(self, sha256: str, publish: Callable[[], None]) -> None:
-        """After publishing ``sha256``: when a sweep is deciding about it, wait until no sweep
-        is, and publish again if one deleted it (see ``delete``)."""
+    def settle(self, sha256: str, publish: Callable[[], bool], present: bool) -> None:
+        """After publishing ``sha256`` (``present``: it was there right after): when sweeps
+        have marked it, wait until they are done and publish again if one deleted it (see
+        ``delete``). ``publish`` returns whether the blob was there right after."""
         prefix = self._gc_prefix(sha256)
         for _ in range(3):
-            if not self._marked(prefix):
-                return
+            marks, active = self._marks(prefix)
+            if not marks:
+                if present:
+                    return
+                raise BlobStoreUnavailable(
+                    "a blob vanished from S3 right after it was stored; try again"
+                )
             deadline = time.monotonic() + GC_WAIT
-            while self._marked(prefix) and time.monotonic() < deadline:
+            while active and time.monotonic() < deadline:
                 time.sleep(0.05)
+                _, active = self._marks(prefix)
             if self.exists(sha256):
                 return
-            publish()
+            present = publish()
         raise BlobStoreUnavailable(
             "the S3 blob store is busy reclaiming storage; try again shortly"
         )
 
-    def _marked(self, prefix: str) -> bool:
+    def _marks(self, prefix: str) -> tuple[int, int]:
+        """How many sweeps marked the blob, and how many of them are not done yet."""
         listing = self.call(
             "look for sweeps",
             self.client.list_objects_v2,
             Bucket=self.location.bucket,
             Prefix=prefix,
-            MaxKeys=1,
         )
-        return bool(listing.get("KeyCount") or listing.get("Contents"))
+        keys = {str(item["Key"]) for item in listing.get("Contents", [])}
+        marks = {k for k in keys if not k.endswith(_DONE)}
+        return len(marks), sum(1 for k in marks if k + _DONE not in keys)
 
     def purge_temporaries(self, older_than: datetime) -> int:
         """Abort the multipart uploads and delete the temporary objects that writers started
@@ -659,9 +681,9 @@ class S3BlobStore:
                 break
             key_marker = page.get("NextKeyMarker")
             upload_marker = page.get("NextUploadIdMarker")
-        # Temporary objects, and the marks of sweeps that stopped half-way.
-        for prefix in (tmp, f"{self.location.prefix}gc/"):
-            removed += self._delete_older(prefix, older_than)
+        removed += self._delete_older(tmp, older_than)
+        # Sweeps' records (not counted: they hold no blob bytes).
+        self._delete_older(f"{self.location.prefix}gc/", older_than)
         return removed
 
     def _delete_older(self, prefix: str, older_than: datetime) -> int:

@@ -15,6 +15,7 @@ import pytest
 
 from cairn.blobs.filesystem import BlobCorrupted
 from cairn.blobs.s3 import PART, BlobStoreUnavailable, S3BlobStore, S3Location, s3_client
+from cairn.blobs.store import BlobRef
 from cairn.config import Settings, from_environment
 from cairn.errors import ConfigError, PayloadTooLarge
 from tests.support import processes
@@ -233,7 +234,9 @@ def test_delete_only_blobs_written_before_the_cutoff(
     assert not s3_store.exists(ref.sha256)
     assert not s3_store.delete(ref.sha256, older_than=later())  # already gone
     assert list(s3_store.iter_stored()) == []
-    assert moto_s3.keys(s3_store.location.bucket, "cairn/gc/") == []  # the sweep's mark
+    # The one deletion left its record (mark and .done) for writers until housekeeping.
+    [mark, done] = moto_s3.keys(s3_store.location.bucket, f"cairn/gc/{ref.sha256}/")
+    assert done == mark + ".done"
 
 
 def test_a_writer_publishes_again_when_a_sweep_deleted_its_blob(
@@ -251,15 +254,15 @@ def test_a_writer_publishes_again_when_a_sweep_deleted_its_blob(
     writer = s3_store.writer(max_size=100)
     writer.write(data)
     waiting = threading.Event()
-    real_marked = s3_store._marked
+    real_marks = s3_store._marks
 
-    def marked(prefix: str) -> bool:
-        found = real_marked(prefix)
-        if found:
+    def marks(prefix: str) -> tuple[int, int]:
+        found = real_marks(prefix)
+        if found[1]:
             waiting.set()  # the writer published, saw the sweep and is waiting for it
         return found
 
-    s3_store._marked = marked  # type: ignore[method-assign]
+    s3_store._marks = marks  # type: ignore[method-assign]
     done = threading.Event()
     result: list[object] = []
 
@@ -278,12 +281,70 @@ def test_a_writer_publishes_again_when_a_sweep_deleted_its_blob(
         assert not done.is_set(), "the writer must wait while a sweep is on"
         assert s3_store.exists(sha256)  # it published before looking
         s3.delete_object(Bucket=bucket, Key=key)  # the sweep deletes...
-        s3.delete_object(Bucket=bucket, Key=mark)  # ...and finishes
+        s3.put_object(Bucket=bucket, Key=mark + ".done", Body=b"")  # ...and is done
         assert done.wait(timeout=60)
     finally:
-        s3.delete_object(Bucket=bucket, Key=mark)
+        s3.put_object(Bucket=bucket, Key=mark + ".done", Body=b"")
         thread.join(timeout=60)
     assert result and not isinstance(result[0], BaseException), result
+    assert b"".join(s3_store.iter_chunks(sha256)) == data
+
+
+def test_a_sweep_done_before_the_writer_looks_still_makes_it_publish_again(
+    s3_store: S3BlobStore, moto_s3: MotoS3
+) -> None:
+    """The interleaving a sweep racing uploads met: the sweep marks the blob, takes its last
+    look (old), the writer refreshes it, the sweep deletes it and is done, and only then does
+    the writer look for sweeps. The sweep's record is still there, so the writer stores its
+    bytes again."""
+    data = b"refreshed between the sweep's last look and its delete"
+    sha256 = hashlib.sha256(data).hexdigest()
+    bucket, s3 = s3_store.location.bucket, moto_s3.client()
+    mark = f"cairn/gc/{sha256}/1-sweep"
+    s3.put_object(Bucket=bucket, Key=mark, Body=b"")
+    real_marks = s3_store._marks
+    looked: list[tuple[int, int]] = []
+
+    def marks(prefix: str) -> tuple[int, int]:
+        if not looked:  # the writer has published; the sweep now deletes and finishes
+            s3.delete_object(Bucket=bucket, Key=s3_store.key(sha256))
+            s3.put_object(Bucket=bucket, Key=mark + ".done", Body=b"")
+        looked.append(real_marks(prefix))
+        return looked[-1]
+
+    s3_store._marks = marks  # type: ignore[method-assign]
+    writer = s3_store.writer(max_size=100)
+    writer.write(data)
+    writer.commit()
+    assert looked[0] == (1, 0)  # a finished sweep, seen
+    assert b"".join(s3_store.iter_chunks(sha256)) == data
+
+
+def test_a_blob_deleted_before_the_writer_verified_it_is_stored_again(
+    s3_store: S3BlobStore, moto_s3: MotoS3
+) -> None:
+    """The sweep's DELETE lands between the writer's PUT and its HeadObject: not an error
+    for the client, the writer finds the sweep's record and stores the bytes again."""
+    data = b"deleted between put and verify"
+    sha256 = hashlib.sha256(data).hexdigest()
+    bucket, s3 = s3_store.location.bucket, moto_s3.client()
+    mark = f"cairn/gc/{sha256}/1-sweep"
+    s3.put_object(Bucket=bucket, Key=mark, Body=b"")
+    real_verify = s3_store.verify
+    calls: list[bool] = []
+
+    def verify(key: str, ref: BlobRef, *etags: str) -> bool:
+        if not calls:
+            s3.delete_object(Bucket=bucket, Key=key)
+            s3.put_object(Bucket=bucket, Key=mark + ".done", Body=b"")
+        calls.append(real_verify(key, ref, *etags))
+        return calls[-1]
+
+    s3_store.verify = verify  # type: ignore[method-assign]
+    writer = s3_store.writer(max_size=100)
+    writer.write(data)
+    assert writer.commit().sha256 == sha256
+    assert calls == [False, True]
     assert b"".join(s3_store.iter_chunks(sha256)) == data
 
 
@@ -301,13 +362,13 @@ def test_a_sweep_whose_delete_failed_leaves_its_mark_for_writers(
         faulty_store.delete(ref.sha256, older_than=later())
     faulty.failing = None
     bucket = faulty_store.location.bucket
-    assert len(moto_s3.keys(bucket, f"x/gc/{ref.sha256}/")) == 1  # the mark stays
+    assert len(moto_s3.keys(bucket, f"x/gc/{ref.sha256}/")) == 1  # a mark, never done
     again = faulty_store.writer(max_size=100)
     again.write(b"old bytes")
     assert again.commit() == ref
     assert b"".join(faulty_store.iter_chunks(ref.sha256)) == b"old bytes"
-    assert faulty_store.purge_temporaries(later()) == 1  # the mark
-    assert moto_s3.keys(bucket) == [faulty_store.key(ref.sha256)]
+    assert faulty_store.purge_temporaries(later()) == 0  # no writer's temporaries...
+    assert moto_s3.keys(bucket) == [faulty_store.key(ref.sha256)]  # ...but the mark went too
 
 
 # ---- start-up checks and settings ---------------------------------------------------------
