@@ -121,6 +121,7 @@ def serve(
         host=settings.listen_host,
         port=settings.listen_port,
         log_config=None,
+        access_log=False,  # cairn logs requests itself (tfeapi.observe)
         # X-Forwarded-For/-Proto only from CAIRN_TRUSTED_PROXIES (uvicorn would otherwise
         # believe whatever 127.0.0.1 says, and FORWARDED_ALLOW_IPS from the environment).
         proxy_headers=bool(settings.trusted_proxies),
