@@ -210,6 +210,18 @@ async def test_teams_and_team_access_include(admin: httpx.AsyncClient) -> None:
     assert [u["id"] for u in users] == [person.id]
     assert users[0]["attributes"]["username"] == person.username
     assert "email" not in users[0]["attributes"], "another user's e-mail is not shown"
+    # A member's organization membership: linked from the team, included as a full document.
+    with_memberships = document(
+        await admin.get(f"/api/v2/teams/{team['id']}?include=organization-memberships"), 200
+    )
+    (linked,) = with_memberships["data"]["relationships"]["organization-memberships"]["data"]
+    (membership,) = [
+        r for r in with_memberships["included"] if r["type"] == "organization-memberships"
+    ]
+    assert membership["id"] == linked["id"]
+    assert membership["attributes"]["status"] == "active"
+    assert membership["relationships"]["user"]["data"]["id"] == person.id
+    assert team["id"] in [t["id"] for t in membership["relationships"]["teams"]["data"]]
 
     grant = {
         "data": {

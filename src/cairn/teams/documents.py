@@ -10,6 +10,7 @@ from cairn.authz.roles import ORG_ACCESS_FLAGS, OWNERS_TEAM, WorkspaceAccess, gr
 from cairn.authz.subject import USER_TYPE
 from cairn.clock import iso8601
 from cairn.teams.grants import GrantView
+from cairn.teams.memberships import derived_id
 from cairn.teams.projects import TeamProjectView
 from cairn.teams.service import TeamView
 
@@ -44,6 +45,13 @@ def team_doc(v: TeamView) -> dict[str, Any]:
         "relationships": {
             "organization": {"data": {"id": v.org.name, "type": "organizations"}},
             "users": {"data": [{"id": u, "type": USER_TYPE} for u in v.member_ids]},
+            # A team member's membership has the ID derived from organization and user.
+            "organization-memberships": {
+                "data": [
+                    {"id": derived_id(v.org.id, u), "type": "organization-memberships"}
+                    for u in v.member_ids
+                ]
+            },
         },
         "links": {"self": f"/api/v2/teams/{t.id}"},
     }
