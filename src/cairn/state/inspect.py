@@ -28,6 +28,7 @@ surrogate, which Terraform never writes and no database or UTF-8 response can ca
 
 from __future__ import annotations
 
+import abc
 import io
 import json
 import re
@@ -150,8 +151,9 @@ def _not_json(what: str, exc: Exception) -> Invalid:
     return Invalid(f"the {what} is not valid JSON: {exc}")
 
 
-class _Pushed:
-    """A push parser: bytes in with ``feed``, the result from ``close``."""
+class _Pushed(abc.ABC):
+    """A push parser: bytes in with ``feed``, the result from ``close``; subclasses say what
+    the parsed events mean (``_consume``)."""
 
     what = "state"
 
@@ -159,8 +161,9 @@ class _Pushed:
         self._events: Any = ijson.sendable_list()
         self._parser = ijson.basic_parse_coro(self._events, use_float=True)
 
+    @abc.abstractmethod
     def _consume(self, events: list[tuple[str, Any]]) -> None:
-        raise NotImplementedError
+        """Take the parser's events since the last call (the caller then clears the list)."""
 
     def feed(self, data: bytes) -> None:
         view = memoryview(data)
