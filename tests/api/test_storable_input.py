@@ -16,10 +16,8 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -30,38 +28,12 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from tests.support.app import (
     CT,
     InProcessCairn,
-    build,
     create_organization,
     create_workspace,
     document,
 )
 
-SECRET_KEY = "cairn-test-secret-key-0123456789abcdef"
 SECRET = "TOPSECRET-PG-PASSWORD-42"
-
-
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def any_app(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    admin_token: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[InProcessCairn]:
-    """An in-process cairn on SQLite, then on a fresh PostgreSQL database."""
-    for name in list(os.environ):
-        if name.startswith("CAIRN_"):
-            monkeypatch.delenv(name)
-    settings: dict[str, Any] = {}
-    if request.param == "postgres":
-        pg = request.getfixturevalue("pg")
-        settings = {"database_url": pg.create_database(), "secret_key": SECRET_KEY}
-    instance = build(tmp_path / "data", admin_token, **settings)
-    try:
-        yield instance
-    finally:
-        instance.close()
 
 
 @pytest.fixture

@@ -137,6 +137,32 @@ def app(
         instance.close()
 
 
+SECRET_KEY = "cairn-test-secret-key-0123456789abcdef"
+"""The sealing key of `any_app` on PostgreSQL (a database shared by no other server)."""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_app(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    admin_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[InProcessCairn]:
+    """An in-process cairn on SQLite, then on a fresh PostgreSQL database."""
+    for name in list(os.environ):
+        if name.startswith("CAIRN_"):
+            monkeypatch.delenv(name)
+    settings: dict[str, Any] = {}
+    if request.param == "postgres":
+        pg = request.getfixturevalue("pg")
+        settings = {"database_url": pg.create_database(), "secret_key": SECRET_KEY}
+    instance = build(tmp_path / "data", admin_token, **settings)
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
 @pytest.fixture
 async def admin(app: InProcessCairn, anyio_backend: str) -> AsyncIterator[httpx.AsyncClient]:
     """An async client authenticated as the site admin."""

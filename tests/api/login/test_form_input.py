@@ -9,11 +9,6 @@ hand and were left out: on PostgreSQL a NUL in the redirect URI reached the INSE
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
 from sqlalchemy import func, select
 
@@ -21,33 +16,9 @@ from cairn.audit.model import AuditEvent
 from cairn.auth.login import s256
 from cairn.auth.model import OAuthCode
 from tests.api.login.test_code_expiry import REDIRECT, terraform_verifier
-from tests.support.app import InProcessCairn, build
+from tests.support.app import InProcessCairn
 
 pytestmark = pytest.mark.anyio
-
-SECRET_KEY = "cairn-test-secret-key-0123456789abcdef"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_app(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    admin_token: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[InProcessCairn]:
-    """An in-process cairn on SQLite, then on a fresh PostgreSQL database."""
-    for name in list(os.environ):
-        if name.startswith("CAIRN_"):
-            monkeypatch.delenv(name)
-    settings: dict[str, Any] = {}
-    if request.param == "postgres":
-        pg = request.getfixturevalue("pg")
-        settings = {"database_url": pg.create_database(), "secret_key": SECRET_KEY}
-    instance = build(tmp_path / "data", admin_token, **settings)
-    try:
-        yield instance
-    finally:
-        instance.close()
 
 
 def _authorization_form(admin_token: str, **changes: str) -> dict[str, str]:
