@@ -88,6 +88,7 @@ from cairn.workspaces import api as ws_api
 from cairn.workspaces import hooks as ws_hooks
 from cairn.workspaces import relationships_api as ws_relationships_api
 from cairn.workspaces.consumers import RemoteStateConsumers
+from cairn.workspaces.events import WorkspaceHooks
 from cairn.workspaces.locks import LockService
 from cairn.workspaces.relationships import WorkspaceRelationships
 from cairn.workspaces.service import WorkspaceService
@@ -167,6 +168,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
     counter = ResourceCounter(db, blobs)
     # One signer for every signed URL (state uploads; later configuration versions, logs).
     signer = Signer(keyring, clock)
+    # What agents and runs do when a workspace changes (registered as their services are built).
+    workspace_hooks = WorkspaceHooks()
     services = Services(
         settings=settings,
         db=db,
@@ -176,8 +179,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
         clock=clock,
         tokens=tokens,
         organizations=OrganizationService(db, clock, organization_hooks()),
-        workspaces=WorkspaceService(db, clock),
-        locks=LockService(db, clock),
+        workspaces=WorkspaceService(db, clock, workspace_hooks),
+        locks=LockService(db, clock, workspace_hooks),
         tags=TagService(db),
         states=StateService(db, blobs, clock, counter, max_state_bytes=settings.max_state_bytes),
         uploads=HostedUploads(

@@ -30,6 +30,15 @@ PREFIXES = {
     "team_workspace": "tws",
     "team_project": "tprj",
     "organization_membership": "ou",
+    "configuration_version": "cv",
+    "variable": "var",
+    "agent_pool": "apool",
+    "agent": "agent",
+    "agent_token": "at",  # HCP's agent tokens share the at- prefix of API tokens
+    "plan": "plan",
+    "apply": "apply",
+    "job": "job",
+    "run_event": "re",
 }
 
 _ID_RE = re.compile(r"^[a-z]+-[A-Za-z0-9]{16}$")

@@ -25,6 +25,7 @@ from cairn.db.engine import Database, affected
 from cairn.errors import Conflict
 from cairn.organizations.model import Organization
 from cairn.workspaces import store
+from cairn.workspaces.events import WorkspaceHooks
 from cairn.workspaces.model import LockChange, LockRefused, Workspace
 from cairn.workspaces.store import WorkspaceView
 
@@ -102,9 +103,10 @@ class LockService:
     """Lock, unlock and force-unlock, each audited in its transaction. The caller holds locks
     as ``authz.subject.holder_of(caller)``."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, hooks: WorkspaceHooks | None = None) -> None:
         self._db = db
         self._clock = clock
+        self.hooks = hooks if hooks is not None else WorkspaceHooks()
 
     def lock(self, caller: Subject, ws_id: str, reason: str, source: str) -> WorkspaceView:
         reason = reason[:500]
@@ -169,6 +171,9 @@ class LockService:
                 workspace_id=ws.id,
                 **details,
             )
+            if rule is not _take:
+                s.refresh(ws)
+                self.hooks.unlocked(s, org, ws)
             s.commit()
             s.refresh(ws)
             return store.view(s, caller, org, ws)

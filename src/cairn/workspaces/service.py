@@ -21,6 +21,7 @@ from cairn.names import check_slug
 from cairn.organizations import store as orgs
 from cairn.paging import Page
 from cairn.workspaces import store, tags
+from cairn.workspaces.events import WorkspaceHooks
 from cairn.workspaces.model import Workspace
 from cairn.workspaces.store import ListFilter, WorkspaceView
 
@@ -73,9 +74,10 @@ def _taken(where: str) -> Invalid:
 
 
 class WorkspaceService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, hooks: WorkspaceHooks | None = None) -> None:
         self._db = db
         self._clock = clock
+        self.hooks = hooks if hooks is not None else WorkspaceHooks()
 
     # ---- lookups ----------------------------------------------------------------------------
 
@@ -140,6 +142,7 @@ class WorkspaceService:
                 created_at=now,
                 updated_at=now,
             )
+            self.hooks.checked(s, org, ws)
             s.add(ws)
             try:
                 s.flush()
@@ -168,6 +171,7 @@ class WorkspaceService:
                 store.leave_project(s, caller, org, ws)
                 ws.project_id = moved_to
             ws.updated_at = self._clock.now()
+            self.hooks.checked(s, org, ws)
             taken = f"{org.name}/{change.name}"  # read before a failed flush spoils the objects
             try:
                 s.flush()
@@ -189,6 +193,7 @@ class WorkspaceService:
                     f"{where} still manages {ws.resource_count} resource instance(s); destroy "
                     "them first, or delete the workspace without safe-delete"
                 )
+            self.hooks.deleting(s, org, ws)
             # Conditional on the lock as read above, so a lock taken meanwhile wins.
             gone = affected(
                 s.execute(

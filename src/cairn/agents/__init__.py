@@ -1,0 +1,1 @@
+"""Agent pools, their tokens and agents; the agent protocol's registration side."""

@@ -1,0 +1,1 @@
+"""Configuration versions: the uploaded Terraform configuration a run plans and applies."""

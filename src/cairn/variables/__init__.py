@@ -1,0 +1,1 @@
+"""Workspace variables (Terraform and environment), sensitive ones sealed at rest."""
