@@ -92,6 +92,6 @@ def upgrade(engine: Engine) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     else:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        # SQLite: the environment opens its own connection, so that foreign keys can be turned
+        # off before its transaction begins (``migrations/env.py``).
+        command.upgrade(cfg, "head")
