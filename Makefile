@@ -67,6 +67,7 @@ bench: install postgres-available wrk-available
 	$(BIN)/python bench/hotpaths.py
 	$(BIN)/python bench/middleware.py
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/runs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

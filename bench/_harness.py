@@ -21,6 +21,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,6 +82,7 @@ class Bench:
         self.cairn_src = cairn_src.resolve() if cairn_src is not None else None
         self.servers: list[CairnServer] = []
         self._postgres: PostgresCluster | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
 
     def server(
         self,
@@ -134,7 +136,29 @@ class Bench:
             return ""
         return (self._postgres.data_dir / "PG_VERSION").read_text().strip()
 
+    def spawn(
+        self, name: str, argv: list[str], *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start a helper process (e.g. ``cairn agent``) with stdout and stderr in
+        ``<root>/<name>.log``; it is stopped (SIGTERM by pid, then SIGKILL) before the servers."""
+        with open(self.root / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.processes.append(proc)
+        return proc
+
     def close(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
         for server in self.servers:
             server.stop()
         if self._postgres is not None:

@@ -6,15 +6,24 @@ Measured side by side, alternating run by run so both see the same machine load:
   ``/tmp/cairn-base/src``, put first on ``PYTHONPATH``);
 - **now**: this checkout.
 
-For each: the import time of what ``cairn serve`` imports (``cairn.cli.main`` and
-``cairn.app``), and the wall time from spawning ``cairn serve --plain-http`` to the first
-``200`` from ``/readyz`` — on a fresh data directory (migrations, secret key, first signing
-keys) and on a restart of an existing one (what an operator waits for most) — and the CPU
-time (user + system) the server process had used by then, which a busy machine disturbs less
-than the wall time. The server runs on SQLite, plain HTTP, polled every 5 ms over a raw
-socket; each server is stopped (SIGTERM, by pid) before the next starts.
+For each: the import time of what ``cairn serve`` imports before it builds its services
+(``cairn.cli.main``, ``cairn.cli.serve``, ``cairn.app``, ``uvicorn``), and the wall time from
+spawning ``cairn serve --plain-http`` to the first ``200`` from ``/readyz`` — on a fresh data
+directory (migrations, secret key, first signing keys) and on a restart of an existing one
+(what an operator waits for most) — and the CPU time (user + system) the server process had
+used by then, which a busy machine disturbs less than the wall time. The server runs on
+SQLite, plain HTTP, polled every 5 ms over a raw socket; each server is stopped (SIGTERM, by
+pid) before the next starts.
 
-Run: ``.venv/bin/python bench/startup.py [--runs 7] [--base /tmp/cairn-base/src]``
+Bytecode: an installed cairn has its modules compiled (pip writes ``.pyc`` files at install, a
+checkout writes ``__pycache__`` at its first run), so by default every process here gets a
+bytecode cache of its own under the temporary directory (``PYTHONPYCACHEPREFIX``, primed by
+one import first; ``PYTHONDONTWRITEBYTECODE`` removed). ``--no-bytecode`` measures the other
+case (every module compiled from source at every start: a checkout with
+``PYTHONDONTWRITEBYTECODE=1``, or a read-only tree).
+
+Run: ``.venv/bin/python bench/startup.py [--runs 7] [--base /tmp/cairn-base/src]
+[--no-bytecode]``
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 IMPORTS = (
-    "import time; t = time.perf_counter(); import cairn.cli.main, cairn.app; "
-    "print(time.perf_counter() - t)"
+    "import time; t = time.perf_counter(); import cairn.cli.main, cairn.cli.serve, cairn.app, "
+    "uvicorn; print(time.perf_counter() - t)"
 )
+# Where each variant's bytecode is cached (None: compile at every start); set by main().
+PYCACHE: dict[str | None, Path | None] = {}
 
 
 def free_port() -> int:
@@ -51,6 +62,13 @@ def environment(pythonpath: str | None) -> dict[str, str]:
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
+    pycache = PYCACHE.get(pythonpath)
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
     env["CAIRN_ADMIN_TOKEN"] = "cairn-bench-startup-admin-token-0123456789"
     return env
 
@@ -117,6 +135,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--base", default="/tmp/cairn-base/src")
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="compile every module from source at every start (no .pyc cache)",
+    )
     args = parser.parse_args()
     variants: dict[str, str | None] = {"base 0cc1ba8": args.base, "now": str(ROOT / "src")}
     if not Path(args.base, "cairn").is_dir():
@@ -126,6 +149,9 @@ def main() -> None:
         for name in variants
     }
     tmp = Path(tempfile.mkdtemp(prefix="cairn-bench-startup-"))
+    for i, pythonpath in enumerate(variants.values()):
+        PYCACHE[pythonpath] = None if args.no_bytecode else tmp / f"pycache-{i}"
+        import_seconds(pythonpath)  # primes the bytecode cache (or warms the file cache)
     try:
         for run in range(args.runs):
             for name, pythonpath in variants.items():
@@ -139,7 +165,8 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"cairn serve start-up, SQLite, plain HTTP; {args.runs} runs each, alternating")
+    code = "compiled at every start" if args.no_bytecode else "bytecode cached, as installed"
+    print(f"cairn serve start-up, SQLite, plain HTTP, {code}; {args.runs} runs each, alternating")
     print(f"{'':24}{'median':>9}{'min':>9}{'max':>9}   (seconds)")
     for what in ("imports", "first start", "restart", "restart cpu"):
         for name in variants:

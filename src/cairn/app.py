@@ -27,6 +27,11 @@ from starlette.routing import Mount, Route
 from cairn.admin import audit_api, audit_trail, tfe_admin
 from cairn.admin.audit_trail import AuditTrail
 from cairn.admin.tfe_admin import SiteAdmin
+from cairn.agents import api as agents_api
+from cairn.agents import protocol as agent_protocol
+from cairn.agents.service import AgentPoolService
+from cairn.agents.sessions import Agents
+from cairn.agents.workspace_settings import check_agent_pool
 from cairn.audit.lane import AuditedLane
 from cairn.audit.service import AuditLog
 from cairn.auth import account_update, accounts_api, login_api, tokens_api
@@ -45,6 +50,9 @@ from cairn.blobs.collector import BlobCollector
 from cairn.blobs.store import BlobStore, disk_full_error, is_disk_full
 from cairn.clock import Clock, SystemClock
 from cairn.config import Settings
+from cairn.configversions import api as cv_api
+from cairn.configversions.references import config_blob_references
+from cairn.configversions.service import ConfigVersions
 from cairn.crypto import Keyring, load_or_create_secret
 from cairn.db import meta
 from cairn.db.engine import Database, make_engine, no_statement_timeout
@@ -63,10 +71,23 @@ from cairn.organizations.hooks import OrganizationHooks
 from cairn.organizations.service import OrganizationService
 from cairn.organizations.tokens import OrganizationTokens
 from cairn.registry import api as registry_api
+from cairn.runs import agent_api as job_api
+from cairn.runs import api as runs_api
+from cairn.runs.agent_api import AgentJobs
+from cairn.runs.agent_api import Limits as AgentJobLimits
+from cairn.runs.job_tokens import JOB_TOKEN_PREFIX, JobTokens
+from cairn.runs.jobs import JobQueue
+from cairn.runs.lifecycle import RunLifecycle
+from cairn.runs.logs import LogStore, plan_blob_references
+from cairn.runs.scheduler import Scheduler
+from cairn.runs.service import RunService
+from cairn.runs.store import ConfigurationVersionRows
+from cairn.runs.sweep import INTERVAL as JOB_SWEEP_INTERVAL
+from cairn.runs.sweep import JobSweep
 from cairn.state import api as state_api
 from cairn.state import resources as state_resources
 from cairn.state.processing import ResourceCounter
-from cairn.state.references import StateBlobReferences
+from cairn.state.references import state_blob_references
 from cairn.state.resources import WorkspaceResources
 from cairn.state.service import StateService
 from cairn.state.uploads import HostedUploads
@@ -82,8 +103,10 @@ from cairn.teams.users import UserAdmin
 from cairn.tfeapi import service_discovery as discovery
 from cairn.tfeapi.http import Pipeline
 from cairn.tfeapi.jsonapi import Includes, error_response
-from cairn.tfeapi.observe import Metrics, ObserveMiddleware
+from cairn.tfeapi.observe import Metrics, ObserveMiddleware, public_doors
 from cairn.tfeapi.signed import Signer
+from cairn.variables import api as variables_api
+from cairn.variables.service import Variables
 from cairn.workspaces import api as ws_api
 from cairn.workspaces import hooks as ws_hooks
 from cairn.workspaces import relationships_api as ws_relationships_api
@@ -117,6 +140,7 @@ class Services:
     tags: TagService
     states: StateService
     uploads: HostedUploads
+    configversions: ConfigVersions  # uploaded configurations (.tar.gz) that runs use
     issuer: Issuer
     teams: TeamService
     grants: GrantService
@@ -129,6 +153,17 @@ class Services:
     login: LoginService
     audit_log: AuditLog
     audited: AuditedLane  # the audited executor: jobs whose audit events commit together
+    agent_pools: AgentPoolService  # agent pools, their tokens and agents (TFE API)
+    agents: Agents  # agent registration and sessions; holds the built-in workers' secret
+    variables: Variables  # workspace variables, sealed; runs read them with for_job
+    job_tokens: JobTokens  # per-phase job tokens (cairn_job_…), hashed at rest
+    jobs: JobQueue  # the run queue: enqueue, claim (one transaction), cancel signals
+    logs: LogStore  # plan and apply logs: chunks in, the CLI's log-read URL out
+    runs: RunService  # runs, plans, applies: the TFE API and the run state machine
+    scheduler: Scheduler  # admits runs (lock, queue), confirms, finishes, starts the next
+    lifecycle: RunLifecycle  # what a job's start and finish do to its run
+    agent_jobs: AgentJobs  # the agent protocol's job side (claim … finish)
+    job_sweep: JobSweep  # expired leases, lost agents, phase timeouts
     idp: IdpClient | None = None
 
 
@@ -162,7 +197,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
     blobs = open_blob_store(settings, db, clock)
     collector = BlobCollector(blobs, clock, grace=settings.blob_grace)
     # What rows reference blobs (configuration versions and logs will register theirs).
-    collector.add_references("state versions", StateBlobReferences(db))
+    collector.add_references("state versions", state_blob_references(db))
+    collector.add_references("configuration versions", config_blob_references(db))
     tokens = TokenService(db, keyring, clock)
     ledger = TokenLedger(db, clock, tokens)
     counter = ResourceCounter(db, blobs)
@@ -170,6 +206,30 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
     signer = Signer(keyring, clock)
     # What agents and runs do when a workspace changes (registered as their services are built).
     workspace_hooks = WorkspaceHooks()
+    # execution-mode agent needs an agent pool that allows the workspace.
+    workspace_hooks.check_settings.append(check_agent_pool)
+    collector.add_references("plans", plan_blob_references(db))
+    job_tokens = JobTokens(db, keyring, clock)
+    tokens.add_prefix(JOB_TOKEN_PREFIX, job_tokens.authenticator())
+    jobs = JobQueue(
+        db,
+        clock,
+        job_tokens,
+        plan_timeout=settings.plan_timeout,
+        apply_timeout=settings.apply_timeout,
+    )
+    logs = LogStore(
+        db,
+        signer,
+        settings.public_url,
+        url_ttl=2 * max(settings.plan_timeout, settings.apply_timeout),
+    )
+    scheduler = Scheduler(jobs)
+    lifecycle = RunLifecycle(scheduler)
+    agents = Agents(keyring, clock)
+    variables = Variables(db, keyring, clock)
+    runs = RunService(db, clock, scheduler, ConfigurationVersionRows(), blobs)
+    workspace_hooks.after_unlock.append(runs.after_unlock)
     services = Services(
         settings=settings,
         db=db,
@@ -190,6 +250,14 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
             clock,
             ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
             max_state_bytes=settings.max_state_bytes,
+        ),
+        configversions=ConfigVersions(
+            db,
+            blobs,
+            signer,
+            clock,
+            ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
+            max_bytes=settings.max_config_bytes,
         ),
         issuer=build_issuer(settings, db, keyring, clock),
         teams=TeamService(db, clock),
@@ -214,7 +282,31 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
         ),
         audit_log=AuditLog(db),
         audited=AuditedLane(db),
+        agent_pools=AgentPoolService(db, keyring, clock),
+        agents=agents,
+        variables=variables,
+        job_tokens=job_tokens,
+        jobs=jobs,
+        logs=logs,
+        runs=runs,
+        scheduler=scheduler,
+        lifecycle=lifecycle,
+        agent_jobs=AgentJobs(
+            db,
+            clock,
+            jobs,
+            job_tokens,
+            logs,
+            lifecycle,
+            agents,
+            variables,
+            blobs,
+            AgentJobLimits(settings.public_url, settings.max_state_bytes),
+        ),
+        job_sweep=JobSweep(db, clock, jobs, job_tokens, logs, lifecycle, agents),
     )
+    # A configuration version uploaded with auto-queue-runs queues a run.
+    services.configversions.after_upload.append(runs.after_upload)
     tokens.ensure_admin()
     if settings.admin_token:
         tokens.set_admin_env_token(settings.admin_token)
@@ -320,8 +412,12 @@ def create_app(services: Services) -> Starlette:
         Route("/ping", discovery.ping, methods=["GET"]),
         *auth_api.routes(SqlUsers(services.db)),
         *tokens_api.routes(
-            services.user_tokens, services.organization_tokens, services.team_tokens
+            services.user_tokens,
+            services.organization_tokens,
+            services.team_tokens,
+            others=[agents_api.PoolTokensById(services.agent_pools)],
         ),
+        *agents_api.routes(services.agent_pools),
         *org_api.routes(services.organizations),
         *ws_api.routes(
             services.workspaces,
@@ -339,6 +435,9 @@ def create_app(services: Services) -> Starlette:
                 services.settings.max_json_body_bytes,
             ),
         ),
+        *variables_api.routes(services.variables),
+        *cv_api.routes(services.configversions, cv_api.Limits(services.settings.public_url)),
+        *runs_api.routes(services.runs, services.logs, services.clock),
         *teams_api.tfe_routes(services.teams, services.grants, services.team_projects),
         *registry_api.tfe_routes(services.organizations),
         *ws_relationships_api.routes(
@@ -368,6 +467,15 @@ def create_app(services: Services) -> Starlette:
         *login_api.routes(services.login, services.idp),
         *identity_api.public_routes(services.issuer),
         Mount("/api/v2", routes=api_routes),
+        # The agent protocol: one Mount for every route under the prefix (Starlette does not
+        # fall through to a second Mount of the same prefix).
+        Mount(
+            agent_protocol.PREFIX,
+            routes=[
+                *agent_protocol.routes(services.agents, services.db),
+                *job_api.routes(services.agent_jobs),
+            ],
+        ),
         Mount(
             registry_api.PROTOCOL_PATH, routes=registry_api.protocol_routes(services.organizations)
         ),
@@ -378,6 +486,7 @@ def create_app(services: Services) -> Starlette:
                 *teams_api.cairn_routes(services.grants, services.users),
                 *accounts_api.routes(services.accounts),
                 *audit_api.routes(services.audit_log),
+                *services.logs.routes(),
             ],
         ),
     ]
@@ -438,6 +547,8 @@ def create_app(services: Services) -> Starlette:
     listener = Listener(services.settings.database_url) if services.settings.is_postgres else None
     if listener is not None and services.settings.oidc_listen:
         services.issuer.follow(listener)
+    if listener is not None:
+        services.jobs.signal.follow(listener)  # a claim waiting here wakes on another's enqueue
     jobs = background_jobs(services)
 
     @contextlib.asynccontextmanager
@@ -469,12 +580,20 @@ def create_app(services: Services) -> Starlette:
     app.state.pipeline = Pipeline(
         db=services.db,
         lane=services.audited,
-        authenticators={"token": services.tokens.authenticator()},
+        authenticators={
+            "token": services.tokens.authenticator(),
+            "job": services.job_tokens.authenticator(agent_protocol=True),
+        },
         default_limit=services.settings.max_json_body_bytes,
         includes=includes(services),
         body_timeout=services.settings.body_timeout.total_seconds(),
     )
-    app.add_middleware(ObserveMiddleware, metrics=metrics, access_log=services.settings.access_log)
+    app.add_middleware(
+        ObserveMiddleware,
+        metrics=metrics,
+        access_log=services.settings.access_log,
+        doors=public_doors(routes),  # discovery, JWKS: answered before the router
+    )
     return app
 
 
@@ -485,8 +604,11 @@ def includes(services: Services) -> Includes:
     auth_api.offer_includes(found, SqlUsers(services.db))
     org_api.offer_includes(found, services.organizations)
     ws_api.offer_includes(found, services.workspaces)
+    agents_api.offer_includes(found)
     state_api.offer_includes(found, services.states, services.uploads, services.settings.public_url)
     teams_api.offer_includes(found, services.teams)
+    cv_api.offer_includes(found, services.configversions, services.settings.public_url)
+    runs_api.offer_includes(found, services.runs, services.logs, services.clock)
     memberships_api.offer_includes(found, Memberships(services.db, services.clock))
     return found
 
@@ -564,6 +686,11 @@ def background_jobs(services: Services) -> BackgroundJobs:
             retry_after=5.0,
         )
     )
+    # Jobs whose lease expired (unstarted: requeued; running: errored "agent lost", lock
+    # released), phases past their timeout, and agents that stopped heartbeating (unknown after
+    # 30 s, errored 5 min later — their running jobs errored —, deleted an hour after that).
+    # Every replica sweeps; each change is conditional on the row as read.
+    jobs.add(BackgroundJob("sweeping jobs and agents", JOB_SWEEP_INTERVAL, services.job_sweep.run))
     # Scheduled rotation; every replica runs it, the database lets one rotation win.
     jobs.add(
         BackgroundJob("scheduled key rotation", 60.0, lambda: _rotate_when_due(services.issuer))
@@ -576,6 +703,12 @@ def _housekeeping(services: Services) -> None:
     with no_statement_timeout():
         services.states.process_pending()
         services.states.discard_stale_pending(services.settings.upload_url_ttl_seconds + 3600)
+        # Configuration versions whose upload URL expired unused (or whose upload died with
+        # a process) are errored, so nothing waits on them.
+        services.configversions.expire_stale_pending(
+            services.clock.now()
+            - timedelta(seconds=services.settings.upload_url_ttl_seconds + 3600)
+        )
         # Failed-login summaries whose window is over; expired login codes and IdP states.
         services.login.housekeeping()
 

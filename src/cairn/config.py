@@ -48,6 +48,8 @@ class Settings:
     max_state_bytes: int = 512 * MiB
     max_json_body_bytes: int = 1 * MiB
     upload_url_ttl_seconds: int = 3600
+    # A configuration version's .tar.gz (CAIRN_MAX_CONFIG_MB); inflated, at most ten times that.
+    max_config_bytes: int = 100 * MiB
     # Blobs no row references are deleted once last written longer ago than this: an upload
     # writes its blob before its row commits, so a younger blob may be about to be referenced.
     blob_grace: timedelta = timedelta(hours=24)
@@ -57,8 +59,8 @@ class Settings:
     log_level: str = "info"
     # auto: text a person reads when stderr is a terminal, JSON lines otherwise (cairn.logs).
     log_format: str = "auto"
-    # Access log (CAIRN_ACCESS_LOG): on (a line per request), off, or sample:N (one in N, and
-    # every 5xx); cairn.tfeapi.observe.
+    # Access log (CAIRN_ACCESS_LOG): on (a line per request, the public doors one in 100), all
+    # (every request), off, or sample:N (one in N, and every 5xx); cairn.tfeapi.observe.
     access_log: str = "on"
     # HTTP: proxies whose X-Forwarded-For/-Proto are believed (IPs or CIDRs; none by default);
     # how long a client may take to send a request's headers, and between two body chunks.
@@ -87,6 +89,16 @@ class Settings:
     login_rate_per_minute: int = 30
     login_pending_per_address: int = 50
     login_audit_window: timedelta = timedelta(minutes=10)
+    # Remote runs: built-in workers in this process (CAIRN_WORKERS, 0: none), where the
+    # Terraform binaries are (CAIRN_TERRAFORM_PATH: terraform-<version> or terraform; default
+    # PATH), and a CLI configuration given to every run (CAIRN_RUN_TF_CLI_CONFIG).
+    workers: int = 1
+    terraform_path: Path | None = None
+    run_tf_cli_config: Path | None = None
+    # Remote runs: the longest a plan or an apply may run (CAIRN_PLAN_TIMEOUT,
+    # CAIRN_APPLY_TIMEOUT); a job token is valid until its phase's timeout.
+    plan_timeout: timedelta = timedelta(hours=2)
+    apply_timeout: timedelta = timedelta(hours=2)
 
     @property
     def is_postgres(self) -> bool:
@@ -160,6 +172,16 @@ class Settings:
         for p in (self.tls_cert, self.tls_key):
             if p is not None and not p.is_file():
                 raise ConfigError(f"TLS file {p} does not exist")
+        if self.terraform_path is not None and not self.terraform_path.is_dir():
+            raise ConfigError(
+                f"CAIRN_TERRAFORM_PATH {str(self.terraform_path)!r} is not a directory; point it "
+                "at a directory holding terraform-<version> or terraform binaries"
+            )
+        if self.run_tf_cli_config is not None and not self.run_tf_cli_config.is_file():
+            raise ConfigError(
+                f"CAIRN_RUN_TF_CLI_CONFIG {str(self.run_tf_cli_config)!r} is not a file; point it "
+                "at a Terraform CLI configuration (e.g. provider_installation for a mirror)"
+            )
 
 
 def default_data_dir() -> Path:
@@ -188,13 +210,15 @@ def _log_format() -> str:
 
 
 def _access_log() -> str:
-    """``CAIRN_ACCESS_LOG``: on (default), off, or sample:N with N >= 1."""
+    """``CAIRN_ACCESS_LOG``: on (default), all, off, or sample:N with N >= 1."""
     value = (env("CAIRN_ACCESS_LOG") or "on").strip().lower()
     kind, _, n = value.partition(":")
-    if value in ("on", "off") or (kind == "sample" and n.isascii() and n.isdigit() and int(n) >= 1):
+    if value in ("on", "all", "off") or (
+        kind == "sample" and n.isascii() and n.isdigit() and int(n) >= 1
+    ):
         return value
     raise ConfigError(
-        f"CAIRN_ACCESS_LOG must be on, off or sample:N (log one request in N), not {value!r}"
+        f"CAIRN_ACCESS_LOG must be on, all, off or sample:N (log one request in N), not {value!r}"
     )
 
 
@@ -276,6 +300,10 @@ def from_environment(**overrides: object) -> Settings:
         if not v.isdigit() or int(v) < 1:
             raise ConfigError(f"CAIRN_MAX_STATE_MB must be a positive integer, not {v!r}")
         values["max_state_bytes"] = int(v) * MiB
+    if (v := env("CAIRN_MAX_CONFIG_MB")) is not None:
+        if not (v.isascii() and v.isdigit()) or int(v) < 1:
+            raise ConfigError(f"CAIRN_MAX_CONFIG_MB must be a positive integer, not {v!r}")
+        values["max_config_bytes"] = int(v) * MiB
     for name, key, least in (
         ("CAIRN_LOGIN_RATE_BURST", "login_rate_burst", 1),
         ("CAIRN_LOGIN_RATE_PER_MINUTE", "login_rate_per_minute", 0),
@@ -285,11 +313,30 @@ def from_environment(**overrides: object) -> Settings:
             if not (v.isascii() and v.isdigit()) or int(v) < least:
                 raise ConfigError(f"{name} must be an integer of at least {least}, not {v!r}")
             values[key] = int(v)
+    if (v := env("CAIRN_WORKERS")) is not None:
+        if not (v.isascii() and v.isdigit()) or int(v) > 64:
+            raise ConfigError(
+                f"CAIRN_WORKERS must be a number of built-in workers from 0 (none) to 64, not {v!r}"
+            )
+        values["workers"] = int(v)
+    if (v := env("CAIRN_TERRAFORM_PATH")) is not None:
+        values["terraform_path"] = Path(v).expanduser()
+    if (v := env("CAIRN_RUN_TF_CLI_CONFIG")) is not None:
+        values["run_tf_cli_config"] = Path(v).expanduser()
     if (v := env("CAIRN_LOGIN_AUDIT_WINDOW")) is not None:
         window = parse_duration(v, "CAIRN_LOGIN_AUDIT_WINDOW")
         if not timedelta(seconds=1) <= window <= timedelta(days=1):
             raise ConfigError(f"CAIRN_LOGIN_AUDIT_WINDOW must be from 1s to 1d, not {v!r}")
         values["login_audit_window"] = window
+    for name, key in (
+        ("CAIRN_PLAN_TIMEOUT", "plan_timeout"),
+        ("CAIRN_APPLY_TIMEOUT", "apply_timeout"),
+    ):
+        if (v := env(name)) is not None:
+            phase_timeout = parse_duration(v, name)
+            if not timedelta(minutes=1) <= phase_timeout <= timedelta(days=2):
+                raise ConfigError(f"{name} must be from 1m to 2d, not {v!r}")
+            values[key] = phase_timeout
     for key, value in overrides.items():
         if value is None or value is False:
             continue

@@ -38,6 +38,7 @@ PREFIXES = {
     "plan": "plan",
     "apply": "apply",
     "job": "job",
+    "job_token": "jt",
     "run_event": "re",
 }
 

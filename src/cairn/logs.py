@@ -192,3 +192,6 @@ def configure(
         lg.handlers[:] = []
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel("WARNING")  # cairn logs requests itself
+    # httpx logs every request of the executors at info (claims, log chunks): the server logs
+    # them already, and an agent's own lines say what it does.
+    logging.getLogger("httpx").setLevel("WARNING")

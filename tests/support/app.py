@@ -237,3 +237,12 @@ async def make_user(admin: httpx.AsyncClient, prefix: str = "user") -> Person:
     )
     value: str = document(created, 201)["data"]["attributes"]["token"]
     return Person(user_id, username, value)
+
+
+async def grant(admin: httpx.AsyncClient, ws: Workspace, person: Person, role: str) -> str:
+    """Give ``person`` the workspace role ``role`` (read, plan, write, admin) on ``ws``; the
+    grant's ID."""
+    body = {"role": role, "user": person.username, "workspaces": ws.name}
+    doc = document(await admin.post(f"/api/cairn/v1/organizations/{ws.org}/grants", json=body), 201)
+    grant_id: str = doc["data"]["id"]
+    return grant_id

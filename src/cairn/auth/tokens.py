@@ -18,7 +18,7 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -35,7 +35,7 @@ from cairn.crypto import Keyring
 from cairn.db.base import table_of
 from cairn.db.engine import Database
 from cairn.errors import Forbidden, Unauthorized
-from cairn.tfeapi.http import bearer_token
+from cairn.tfeapi.http import Authenticated, bearer_token
 
 log = logging.getLogger("cairn.auth")
 
@@ -188,6 +188,25 @@ class TokenService:
         self.kinds.register(KIND_LOGIN, "a token answered to terraform login")
         self.kinds.register(KIND_BOOTSTRAP, "the built-in admin's first token")
         self.kinds.register(KIND_ADMIN_ENV, "the built-in admin's CAIRN_ADMIN_TOKEN")
+        # Tokens of other shapes that higher domains authenticate (job tokens: runs), by the
+        # prefix of their value; the pipeline's "token" authenticator hands them over.
+        self._prefixed: dict[str, PrefixedAuthenticator] = {}
+
+    def add_prefix(self, prefix: str, authenticator: PrefixedAuthenticator) -> None:
+        """Authenticate bearer tokens starting with ``prefix`` (longer than ``cairn_``, e.g.
+        ``cairn_job_``) with ``authenticator`` instead of as API tokens. Registered in
+        ``app.py``; auth never imports the domain that issues them."""
+        if not prefix.startswith(TOKEN_PREFIX) or len(prefix) <= len(TOKEN_PREFIX):
+            raise ValueError(f"a token prefix extends {TOKEN_PREFIX!r}, not {prefix!r}")
+        if prefix in self._prefixed:
+            raise ValueError(f"token prefix {prefix!r} is already registered")
+        self._prefixed[prefix] = authenticator
+
+    def _prefixed_for(self, token: str) -> PrefixedAuthenticator | None:
+        for prefix, authenticator in self._prefixed.items():
+            if token.startswith(prefix):
+                return authenticator
+        return None
 
     def issue(
         self,
@@ -381,9 +400,16 @@ class Admitted:
         self.tokens._touch(self.presented)
 
 
+class PrefixedAuthenticator(Protocol):
+    """Authenticates the tokens of one registered prefix (``TokenService.add_prefix``)."""
+
+    def authenticate(self, credential: str) -> Authenticated: ...
+
+
 class TokenAuthenticator:
     """API tokens (``Authorization: Bearer <token>``) for the request pipeline: read in the
-    job's own transaction (``TokenService._lookup`` joins the unit of work in progress)."""
+    job's own transaction (``TokenService._lookup`` joins the unit of work in progress).
+    A token of a registered prefix (a job token) goes to its own authenticator."""
 
     def __init__(self, tokens: TokenService) -> None:
         self._tokens = tokens
@@ -397,8 +423,11 @@ class TokenAuthenticator:
             "(terraform login, or a credentials block in the CLI configuration)"
         )
 
-    def authenticate(self, credential: str) -> Admitted:
+    def authenticate(self, credential: str) -> Authenticated:
         tokens = self._tokens
+        other = tokens._prefixed_for(credential)
+        if other is not None:
+            return other.authenticate(credential)
         with tokens._db.read_transaction() as conn:
             presented = tokens._lookup(conn, credential)
         try:

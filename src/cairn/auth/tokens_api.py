@@ -12,7 +12,7 @@ so this module knows none of those domains.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from starlette.routing import Route
 from cairn.auth.token_store import MAX_DESCRIPTION, Issued, TokenRow
 from cairn.authz.subject import USER_TYPE, Subject
 from cairn.clock import iso8601
-from cairn.errors import BadRequest, Invalid
+from cairn.errors import BadRequest, Invalid, NotFound
 from cairn.paging import Page
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import (
@@ -85,6 +85,16 @@ class TeamTokensService(OwnerTokens, Protocol):
     def list_org_team_tokens(
         self, caller: Subject, org_name: str, page: Page
     ) -> tuple[list[TokenRow], int]: ...
+
+
+class OtherTokens(Protocol):
+    """Tokens another domain owns that share ``/authentication-tokens/:id`` with API tokens
+    (HCP Terraform's agent tokens are ``at-…`` too): registered in ``app.py``, asked when the
+    ID is not an API token the caller may see. Each answers None / False for an ID that is
+    not one of its tokens, and raises NotFound for one the caller may not see."""
+
+    def show_token(self, caller: Subject, token_id: str) -> dict[str, Any] | None: ...
+    def revoke_token(self, caller: Subject, token_id: str, *, source_address: str = "") -> bool: ...
 
 
 def token_doc(row: TokenRow, value: str | None = None) -> dict[str, Any]:
@@ -190,9 +200,12 @@ def _listed(call: Call, rows: list[TokenRow], total: int) -> Response:
 
 
 def routes(
-    users: UserTokensService, organizations: OwnerTokens, teams: TeamTokensService
+    users: UserTokensService,
+    organizations: OwnerTokens,
+    teams: TeamTokensService,
+    others: Sequence[OtherTokens] = (),
 ) -> list[Route]:
-    """Mounted under ``/api/v2``."""
+    """Mounted under ``/api/v2``. ``others``: owners of other tokens served by ID."""
     org_path = "/organizations/{org}/authentication-token"
     team_path = "/teams/{team_id}/authentication-token"
     org_show, org_create, org_delete = _owner_handlers(organizations, "org", _no_token_type)
@@ -216,10 +229,24 @@ def routes(
         return _listed(call, rows, total)
 
     def show_token(call: Call) -> Response:
-        return JsonApiResponse({"data": token_doc(users.get(call.caller, call.param("id")))})
+        try:
+            return JsonApiResponse({"data": token_doc(users.get(call.caller, call.param("id")))})
+        except NotFound:
+            for other in others:
+                doc = other.show_token(call.caller, call.param("id"))
+                if doc is not None:
+                    return JsonApiResponse({"data": doc})
+            raise
 
     def delete_token(call: Call) -> Response:
-        users.revoke(call.caller, call.param("id"), source_address=call.source)
+        try:
+            users.revoke(call.caller, call.param("id"), source_address=call.source)
+        except NotFound:
+            if not any(
+                other.revoke_token(call.caller, call.param("id"), source_address=call.source)
+                for other in others
+            ):
+                raise
         return no_content()
 
     def create_described_team_token(call: Call) -> Response:

@@ -30,16 +30,27 @@ from cairn.authz.permissions import (
     ORG_MANAGE,
     ORG_READ,
     PROJECT_READ,
+    STATE_READ,
+    STATE_READ_OUTPUTS,
+    STATE_WRITE,
+    VARIABLES_READ,
     WORKSPACE_MANAGE,
     WORKSPACE_READ,
 )
-from cairn.authz.subject import Subject
+from cairn.authz.subject import RunJob, Subject
 from cairn.errors import Forbidden, NotFound
 
 # Site-wide actions (signing keys, the audit log, user accounts): site admins only.
 SITE_READ: Final = "site:read"
 SITE_MANAGE: Final = "site:manage"
 _READS: Final = frozenset({WORKSPACE_READ, PROJECT_READ, ORG_READ, SITE_READ})
+# The most a run's job token may ever do, whatever its access says: read workspaces (its own,
+# and those sharing their state with it) and their state, read its own variables, and write
+# its own workspace's state in the apply phase. Never anything on an organization beyond
+# seeing it, never another organization (its access holds grants in its own only).
+RUN_JOB_PERMISSIONS: Final = frozenset(
+    {WORKSPACE_READ, STATE_READ, STATE_READ_OUTPUTS, STATE_WRITE, VARIABLES_READ, ORG_READ}
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,10 @@ def permissions(
 ) -> frozenset[str]:
     """Permissions in one organization (and on one workspace, when named, in the project
     ``project_id``). Deny unless granted; any error while checking denies."""
+    if isinstance(subject, RunJob):
+        return _run_job_permissions(
+            subject, organization_id, workspace_name, workspace_id, project_id
+        )
     try:
         if subject.is_site_admin:
             return ALL_PERMISSIONS
@@ -137,6 +152,34 @@ def permissions(
         if WORKSPACE_READ in perms:
             perms.add(ORG_READ)
         return frozenset(perms)
+    except Exception:
+        return frozenset()
+
+
+def _run_job_permissions(
+    job: RunJob,
+    organization_id: str,
+    workspace_name: str | None,
+    workspace_id: str | None,
+    project_id: str | None,
+) -> frozenset[str]:
+    """A run job's: the grants of its access, capped at ``RUN_JOB_PERMISSIONS``; state write
+    only on its own workspace in the apply phase; nothing outside its organization."""
+    try:
+        if organization_id != job.organization_id:
+            return frozenset()
+        perms: set[str] = set()
+        for grant in job.access.grants:
+            if workspace_name is None and workspace_id is None:
+                if grant.organization_id == organization_id:
+                    perms.add(ORG_READ)
+            elif grant.matches(organization_id, workspace_name, workspace_id, project_id):
+                perms |= grant.permissions
+        if workspace_id != job.workspace_id or job.phase != "apply":
+            perms.discard(STATE_WRITE)
+        if WORKSPACE_READ in perms:
+            perms.add(ORG_READ)
+        return frozenset(perms) & RUN_JOB_PERMISSIONS
     except Exception:
         return frozenset()
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cairn.db.base import Base, UTCDateTime
+from cairn.db.base import Base, UTCDateTime, partial_index
 
 
 class Team(Base):
@@ -59,13 +59,12 @@ class Grant(Base):
     __tablename__ = "grants"
     # One TFE team-workspace access per team and workspace (the database decides).
     __table_args__ = (
-        Index(
+        partial_index(
             "uq_grants_one_team_workspace",
             "team_id",
             "workspace_id",
             unique=True,
-            sqlite_where=text("kind = 'team-workspace'"),
-            postgresql_where=text("kind = 'team-workspace'"),
+            where="kind = 'team-workspace'",
         ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

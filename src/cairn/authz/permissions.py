@@ -3,9 +3,9 @@ workspace.
 
 Roles (``authz.roles``) bundle these; grants bind roles to teams and users; the authorizer
 (``authz.authorizer``) is the one place that decides. Permissions named for features cairn
-does not have yet (variables, Sentinel mocks, run tasks, policies, VCS, the private registry,
-agent pools) are given and shown as HCP Terraform would, and are checked by nothing until the
-feature exists.
+does not have yet (Sentinel mocks, run tasks, policies, VCS, the private registry, agent
+pools) are given and shown as HCP Terraform would, and are checked by nothing until the
+feature exists; ``variables:read`` / ``variables:write`` are checked by ``cairn.variables``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ RUN_APPLY: Final = "run:apply"
 STATE_READ_OUTPUTS: Final = "state:read-outputs"
 STATE_READ: Final = "state:read"
 STATE_WRITE: Final = "state:write"
-# Not enforced until the features exist.
+# Workspace variables: list and show them (sensitive values never), create/change/delete them.
 VARIABLES_READ: Final = "variables:read"
 VARIABLES_WRITE: Final = "variables:write"
+# Not enforced until the features exist.
 SENTINEL_MOCKS_READ: Final = "sentinel-mocks:read"
 RUN_TASKS_MANAGE: Final = "run-tasks:manage"
 

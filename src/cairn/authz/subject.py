@@ -5,12 +5,13 @@
   organization (and team) by real columns (``users.organization_id`` / ``users.team_id``, both
   ``ON DELETE CASCADE``), so it dies with them; its name is only for display.
 - ``System``: cairn itself (background jobs: housekeeping, scheduled rotation).
+- ``RunJob``: one phase of a run, through its job token (``cairn.runs.job_tokens``).
 
-Runs, agents and job tokens join this union as their domains arrive (``RunJob``, ``Agent``);
+Agents join this union when they act through the pipeline (``Agent``);
 every check goes through ``authz.authorizer``, which only needs ``is_site_admin`` and
 ``access`` from a subject.
 
-A workspace lock is held by a ``Holder``: a user today, a run tomorrow.
+A workspace lock is held by a ``Holder``: a user, or a run (which its jobs act as).
 """
 
 from __future__ import annotations
@@ -81,7 +82,32 @@ class System:
     kind: Literal["system"] = "system"
 
 
-Subject = User | ServiceAccount | System
+@dataclass(frozen=True)
+class RunJob:
+    """One phase (plan or apply) of a run, executing on an agent or a built-in worker, through
+    its job token (``cairn.runs.job_tokens``). Its ``access`` is made by that authenticator:
+    its own workspace (state write only in the apply phase) and the state of the workspaces of
+    its organization that share it with this one (remote-state consumers); the authorizer caps
+    it at ``RUN_JOB_PERMISSIONS`` whatever it holds. It takes locks as its run."""
+
+    id: str  # the job's ID
+    run_id: str
+    workspace_id: str
+    organization_id: str
+    phase: Literal["plan", "apply"]
+    token_id: str
+    attempt: int = 0
+    access: Access = field(default_factory=Access)
+    is_site_admin: bool = False
+    kind: Literal["run-job"] = "run-job"
+
+    @property
+    def name(self) -> str:
+        """For audit events and messages: the run and its phase."""
+        return f"run {self.run_id} ({self.phase})"
+
+
+Subject = User | ServiceAccount | System | RunJob
 
 
 @dataclass(frozen=True)
@@ -97,8 +123,13 @@ class Holder:
         return self.kind == USER_TYPE
 
 
+RUN_TYPE: Final = "runs"
+
+
 def holder_of(subject: Subject) -> Holder:
-    """The lock holder a subject takes locks as."""
+    """The lock holder a subject takes locks as: a run job holds its run's lock."""
+    if isinstance(subject, RunJob):
+        return Holder(RUN_TYPE, subject.run_id)
     return Holder(USER_TYPE, subject.id)
 
 

@@ -10,20 +10,27 @@ import sys
 import click
 
 from cairn import __version__
-from cairn.cli.audit import audit
-from cairn.cli.idtoken import id_token
-from cairn.cli.keys import keys
-from cairn.cli.orgs import org
-from cairn.cli.rbac import rbac
-from cairn.cli.serve import serve
-from cairn.cli.state import state
-from cairn.cli.tokens import tokens
-from cairn.cli.users import user
-from cairn.cli.workspaces import workspace
+from cairn.cli.lazy import LazyGroup
 from cairn.errors import ConfigError
 
+# Each command's module is imported only when the command runs (``cairn serve`` starts without
+# the client commands' imports): name → "module:attribute".
+COMMANDS = {
+    "serve": "cairn.cli.serve:serve",
+    "org": "cairn.cli.orgs:org",
+    "workspace": "cairn.cli.workspaces:workspace",
+    "state": "cairn.cli.state:state",
+    "keys": "cairn.cli.keys:keys",
+    "id-token": "cairn.cli.idtoken:id_token",
+    "tokens": "cairn.cli.tokens:tokens",
+    "audit": "cairn.cli.audit:audit",
+    "rbac": "cairn.cli.rbac:rbac",
+    "user": "cairn.cli.users:user",
+    "agent": "cairn.cli.agent:agent",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cairn")
 def cli() -> None:
     """cairn — a self-hosted, Terraform-Cloud-compatible platform."""
@@ -47,18 +54,6 @@ def db_upgrade(database_url: str | None, data_dir: str | None) -> None:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     click.echo(f"database is at revision {current_revision(engine)}")
-
-
-cli.add_command(serve)
-cli.add_command(org)
-cli.add_command(workspace)
-cli.add_command(state)
-cli.add_command(keys)
-cli.add_command(id_token)
-cli.add_command(tokens)
-cli.add_command(audit)
-cli.add_command(rbac)
-cli.add_command(user)
 
 
 def main() -> None:

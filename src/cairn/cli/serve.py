@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -131,10 +132,34 @@ def serve(
         timeout_graceful_shutdown=20,
         **ssl,  # type: ignore[arg-type]
     )
-    _GracefulServer(config).run()
+    _GracefulServer(config, _worker_pool(settings, startup.services, bundle)).run()
     startup.services.audited.close()  # normally done by the app's shutdown already
     startup.services.db.dispose()
     held.release()
+
+
+def _worker_pool(settings: Settings, services: Any, bundle: Path | None) -> Any:
+    """The in-process workers (``CAIRN_WORKERS``, default 1; 0: none): agents of the server's
+    own pool, speaking the agent protocol to this server over HTTP like ``cairn agent``."""
+    if settings.workers <= 0:
+        return None
+    from cairn import __version__
+    from cairn.executor.job import ExecutorSettings
+    from cairn.executor.worker import WorkerPool
+
+    return WorkerPool(
+        settings.workers,
+        settings.public_url,
+        services.agents.builtin_secret,
+        ca_file=bundle,  # the dev CA bundle; None with --tls-cert or plain HTTP
+        settings=ExecutorSettings(
+            terraform_path=settings.terraform_path,
+            tf_cli_config=settings.run_tf_cli_config,
+            ca_file=bundle,  # Terraform trusts the dev CA too (SSL_CERT_FILE)
+        ),
+        name="cairn-builtin",
+        version=__version__,
+    )
 
 
 def _graceful_server_class() -> type:
@@ -142,7 +167,27 @@ def _graceful_server_class() -> type:
 
     class GracefulServer(uvicorn.Server):
         """uvicorn, but a SIGTERM/SIGINT that ended in a clean shutdown exits with status 0
-        (uvicorn re-raises the signal, which supervisors and scripts read as a crash)."""
+        (uvicorn re-raises the signal, which supervisors and scripts read as a crash).
+
+        The in-process worker pool starts once the sockets listen (its first request is a
+        registration with this server) and stops before they close, so that a running job can
+        still send its last log chunk and finish: idle workers stop within ~2 s, a job gets
+        30 s, then Terraform is killed."""
+
+        def __init__(self, config: Any, pool: Any = None) -> None:
+            super().__init__(config)
+            self.pool = pool
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.pool is not None and not self.should_exit:
+                self.pool.start()
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            stopped = self.pool is None or await asyncio.to_thread(self.pool.stop, timeout=30.0)
+            if not stopped:
+                await asyncio.to_thread(self.pool.stop, kill=True, timeout=15.0)
+            await super().shutdown(sockets)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -160,8 +205,8 @@ def _graceful_server_class() -> type:
     return GracefulServer
 
 
-def _GracefulServer(config: object) -> Any:
-    return _graceful_server_class()(config)
+def _GracefulServer(config: object, pool: Any = None) -> Any:
+    return _graceful_server_class()(config, pool)
 
 
 def _banner(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, Table, TypeDecorator
+from sqlalchemy import DateTime, Index, MetaData, Table, TypeDecorator, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
@@ -21,6 +21,36 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+# Partial indexes made so far, with their condition, and whether PostgreSQL's spelling of the
+# condition is attached (``with_postgresql_options``).
+_PARTIAL: list[tuple[Index, str]] = []
+_DIALECTS = {"postgresql": False}
+
+
+def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index over the rows matching ``where`` (SQL), on SQLite and PostgreSQL.
+
+    PostgreSQL's option (``postgresql_where``) is attached when a PostgreSQL engine is made
+    (``with_postgresql_options``, from ``make_engine``): naming it in the models would import
+    SQLAlchemy's whole PostgreSQL dialect with them, ~60 ms of every start of a cairn on
+    SQLite (``bench/startup.py``). Only DDL and schema comparison read it."""
+    index = Index(name, *columns, unique=unique, sqlite_where=text(where))
+    _PARTIAL.append((index, where))
+    if _DIALECTS["postgresql"]:
+        index.dialect_kwargs["postgresql_where"] = text(where)
+    return index
+
+
+def with_postgresql_options() -> None:
+    """Attach PostgreSQL's spelling of every partial index's condition, to the indexes made
+    so far and to those made later (idempotent)."""
+    if _DIALECTS["postgresql"]:
+        return
+    _DIALECTS["postgresql"] = True
+    for index, where in _PARTIAL:
+        index.dialect_kwargs["postgresql_where"] = text(where)
 
 
 def table_of(model: type[Base]) -> Table:

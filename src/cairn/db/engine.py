@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cairn.datadir import private_sqlite, sqlite_path
+from cairn.db.base import with_postgresql_options
 from cairn.errors import Unavailable
 
 _WRITE = "cairn_write"
@@ -169,6 +170,8 @@ def make_engine(
                 raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
 
         return engine
+    # The models' partial indexes get their PostgreSQL spelling (cairn.db.base.partial_index).
+    with_postgresql_options()
     millis = int(statement_timeout.total_seconds() * 1000) if statement_timeout else 0
     engine = create_engine(
         url,

@@ -73,6 +73,9 @@ class WellKnown:
     """``/.well-known/openid-configuration`` and ``/.well-known/jwks[.json]``: pre-serialised
     bytes, ``ETag`` / ``If-None-Match``, no database access per request."""
 
+    # Anonymous and cacheable: served before the router (tfeapi.observe.public_doors).
+    public_door = True
+
     def __init__(self, issuer: Published, which: str) -> None:
         self._issuer = issuer
         self._which = which

@@ -6,28 +6,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cairn.db.base import Base, UTCDateTime
+from cairn.db.base import Base, UTCDateTime, partial_index
 
 
 class OidcSigningKey(Base):
     __tablename__ = "oidc_signing_keys"
     __table_args__ = (
-        Index(
+        partial_index(
             "uq_oidc_signing_keys_one_active",
             "state",
             unique=True,
-            sqlite_where=text("state = 'active'"),
-            postgresql_where=text("state = 'active'"),
+            where="state = 'active'",
         ),
-        Index(
+        partial_index(
             "uq_oidc_signing_keys_one_next",
             "state",
             unique=True,
-            sqlite_where=text("state = 'next'"),
-            postgresql_where=text("state = 'next'"),
+            where="state = 'next'",
         ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

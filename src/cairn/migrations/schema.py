@@ -1,26 +1,39 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
+from cairn.agents.model import Agent, AgentPool, AgentPoolWorkspace, AgentToken
 from cairn.audit.model import AuditEvent
 from cairn.auth.model import ApiToken, LoginState, OAuthCode, User
 from cairn.authz.model import Grant, Role, Team, TeamMembership, TeamProject
 from cairn.blobs.model import Blob, BlobChunk
+from cairn.configversions.model import ConfigurationVersion
 from cairn.db.base import Base
 from cairn.db.meta import Meta
 from cairn.identity.model import OidcSigningKey
 from cairn.organizations.model import Organization, Project
+from cairn.runs.jobs_model import Job, JobToken, LogChunk
+from cairn.runs.model import Run, RunEvent, RunPhase
 from cairn.state.model import StateVersion, StateVersionOutput
 from cairn.teams.memberships import OrganizationMembership
+from cairn.variables.model import Variable
 from cairn.workspaces.consumers import RemoteStateConsumer
 from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
 
 metadata = Base.metadata
 
 __all__ = [
+    "Agent",
+    "AgentPool",
+    "AgentPoolWorkspace",
+    "AgentToken",
     "ApiToken",
     "AuditEvent",
     "Blob",
     "BlobChunk",
+    "ConfigurationVersion",
     "Grant",
+    "Job",
+    "JobToken",
+    "LogChunk",
     "LoginState",
     "Meta",
     "OAuthCode",
@@ -30,6 +43,9 @@ __all__ = [
     "Project",
     "RemoteStateConsumer",
     "Role",
+    "Run",
+    "RunEvent",
+    "RunPhase",
     "StateVersion",
     "StateVersionOutput",
     "Tag",
@@ -37,6 +53,7 @@ __all__ = [
     "TeamMembership",
     "TeamProject",
     "User",
+    "Variable",
     "Workspace",
     "WorkspaceTag",
     "metadata",

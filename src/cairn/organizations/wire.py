@@ -80,13 +80,13 @@ def organization(
 
 
 def entitlement_set(org: Organization) -> dict[str, Any]:
-    # operations: false until cairn executes runs itself; the CLI then runs plan/apply locally
-    # for every workspace (reference §3.1), whatever the workspace's execution mode says.
+    # operations: cairn executes runs (remote and agent execution modes); the CLI runs plan
+    # and apply remotely for a workspace whose execution mode is not local (reference §4).
     return {
         "id": org.id,
         "type": "entitlement-sets",
         "attributes": {
-            "operations": False,
+            "operations": True,
             "state-storage": True,
             "private-module-registry": False,
             "sentinel": False,
@@ -94,7 +94,7 @@ def entitlement_set(org: Organization) -> dict[str, Any]:
             "vcs-integrations": False,
             "cost-estimation": False,
             "sso": False,
-            "agents": False,
+            "agents": True,
             "audit-logging": False,
             "global-run-tasks": False,
             "module-tests-generation": False,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -104,7 +103,7 @@ class Handlers:
         )
         # base64 grows the state by 4/3; leave room for the JSON state that newer CLIs also send.
         chunks = call.stream(max_state * 3 + 1024 * 1024)
-        await _pump(call, chunks, body.feed, body.abort)
+        await call.pump(chunks, body.feed, body.abort, batch=CHUNK)
         try:
             new = await call.run(self._parse_create, body)
             view = await call.run(
@@ -225,7 +224,7 @@ class Handlers:
                 "the state exceeds CAIRN_MAX_STATE_MB; this upload URL is used up: create a "
                 "new state version"
             )
-        await _pump(call, call.chunks(), staged.feed, staged.abort)
+        await call.pump(call.chunks(), staged.feed, staged.abort, batch=CHUNK)
         try:
             await call.run(self.uploads.finish, upload, call.source)
         except BaseException:
@@ -269,38 +268,6 @@ class Handlers:
             self.states.rollback, call.caller, call.param("id"), target, call.source
         )
         return JsonApiResponse({"data": self._document(view, call.caller)}, status_code=201)
-
-
-async def _pump(
-    call: Call,
-    chunks: AsyncIterator[bytes],
-    feed: Callable[[bytes], None],
-    abort: Callable[[], None],
-) -> None:
-    """Hand a request body to ``feed`` in a worker thread 1 MiB at a time (it is never whole
-    in memory); one MiB is fed while the next is received, so network, CPU and disk overlap.
-    On any error (or cancellation) ``abort`` runs, once the feed in flight is done."""
-    buffer = bytearray()
-    in_flight: asyncio.Future[None] | None = None
-    try:
-        async for part in chunks:
-            buffer += part
-            if len(buffer) >= CHUNK:
-                if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.ensure_future(call.run(feed, bytes(buffer)))
-                buffer.clear()
-        if in_flight is not None:
-            await in_flight
-        if buffer:
-            await call.run(feed, bytes(buffer))
-    except BaseException:
-        if in_flight is not None and not in_flight.done():
-            # The thread cannot be stopped: throw the blob away once it has written.
-            in_flight.add_done_callback(lambda _: abort())
-        else:
-            abort()
-        raise
 
 
 def routes(states: States, uploads: Uploads, resolve: Resolver, limits: Limits) -> list[Route]:

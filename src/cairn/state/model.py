@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from cairn.db.base import Base, UTCDateTime
+from cairn.db.base import Base, UTCDateTime, partial_index
 
 
 class StateVersion(Base):
     __tablename__ = "state_versions"
     __table_args__ = (
-        Index(
+        partial_index(
             "uq_state_versions_finalized_serial",
             "workspace_id",
             "serial",
             unique=True,
-            sqlite_where=text("status = 'finalized'"),
-            postgresql_where=text("status = 'finalized'"),
+            where="status = 'finalized'",
         ),
         Index("ix_state_versions_workspace_created", "workspace_id", "created_at"),
     )

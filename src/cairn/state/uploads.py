@@ -35,10 +35,9 @@ from sqlalchemy.orm import Session
 from cairn import authz
 from cairn.audit.log import Actor
 from cairn.auth.model import User
-from cairn.authz.access import load_access
+from cairn.auth.subjects import subject_now
 from cairn.authz.permissions import STATE_WRITE
-from cairn.authz.subject import ServiceAccount, Subject, holder_of, user_holder
-from cairn.authz.subject import User as UserSubject
+from cairn.authz.subject import Subject, holder_of, user_holder
 from cairn.blobs.store import BlobStore
 from cairn.clock import Clock
 from cairn.db.engine import Database, affected
@@ -153,7 +152,7 @@ class HostedUploads:
             raise NotFound("the workspace of this state version was deleted")
         org = s.get(Organization, ws.organization_id)
         assert org is not None
-        subject = _subject(s, uploader_id)
+        subject = subject_now(s, uploader_id)
         if subject is None:
             raise authz.not_found("workspace", repr(ws.id))
         authz.require(subject, STATE_WRITE, workspaces.target(org, ws), doing="write state to")
@@ -228,27 +227,3 @@ class HostedUploads:
                 raise Conflict(_USED)
             s.commit()
         return ref.size
-
-
-def _subject(s: Session, user_id: str) -> Subject | None:
-    """The uploader as a subject with the access they have now (grants, teams), or None when
-    they are gone or disabled: revoking someone's access ends their upload URLs at once."""
-    row = s.get(User, user_id)
-    if row is None or row.disabled_at is not None:
-        return None
-    if row.is_site_admin:
-        return UserSubject(id=row.id, name=row.username, token_id="", is_site_admin=True)
-    if row.is_service_account and row.organization_id is not None:
-        org_token = row.organization_id if row.team_id is None else None
-        access = load_access(s.connection(), row.id, organization_id=org_token)
-        return ServiceAccount(
-            id=row.id,
-            name=row.username,
-            token_id="",
-            organization_id=row.organization_id,
-            team_id=row.team_id,
-            access=access,
-        )
-    return UserSubject(
-        id=row.id, name=row.username, token_id="", access=load_access(s.connection(), row.id)
-    )

@@ -177,6 +177,39 @@ class Call:
                 raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
             yield chunk
 
+    async def pump(
+        self,
+        chunks: AsyncIterator[bytes],
+        feed: Callable[[bytes], None],
+        abort: Callable[[], None],
+        *,
+        batch: int = 1 << 20,
+    ) -> None:
+        """For ``stream`` handlers: hand a body to ``feed`` in a worker thread ``batch`` bytes
+        at a time (it is never whole in memory); one batch is fed while the next is received,
+        so network, CPU and disk overlap. On any error (or cancellation) ``abort`` runs, once
+        the feed in flight is done (a thread cannot be stopped)."""
+        buffer = bytearray()
+        in_flight: asyncio.Future[None] | None = None
+        try:
+            async for part in chunks:
+                buffer += part
+                if len(buffer) >= batch:
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(self.run(feed, bytes(buffer)))
+                    buffer.clear()
+            if in_flight is not None:
+                await in_flight
+            if buffer:
+                await self.run(feed, bytes(buffer))
+        except BaseException:
+            if in_flight is not None and not in_flight.done():
+                in_flight.add_done_callback(lambda _: abort())
+            else:
+                abort()
+            raise
+
 
 SyncHandler = Callable[[Call], Response]
 AsyncHandler = Callable[[Call], Awaitable[Response]]

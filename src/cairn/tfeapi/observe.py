@@ -4,8 +4,16 @@ Per request, on the event loop, the middleware only reads the clock twice, bumps
 pre-bound metric children (resolved once per method and status, not per request) and, when the
 request is logged, puts a tuple on a queue: the access-log line is built, redacted and
 formatted by a writer thread (``AccessLogWriter``), off the loop. ``CAIRN_ACCESS_LOG`` says
-which requests get a line (``AccessLog``): ``on`` (every one, the default), ``off`` (none), or
-``sample:N`` (one in N, and every 5xx). ``/healthz``, ``/readyz`` and ``/metrics`` never do.
+which requests get a line (``AccessLog``): ``on`` (every one, the default, but the public doors
+one in 100), ``all`` (every one, public doors included), ``off`` (none), or ``sample:N`` (one in
+N, the public doors one in N or 100, whichever is rarer); every 5xx always gets one.
+``/healthz``, ``/readyz`` and ``/metrics`` never do.
+
+The public doors (``public_doors``: discovery documents and the JWKS, raw-ASGI endpoints that
+answer fixed bytes from memory to anyone, marked ``public_door = True``) are answered here,
+before Starlette's exception middleware and router: they are the requests cloud providers and
+clients make most, and the route matching would cost as much as the answer. They get the same
+security headers and metrics as every request.
 
 Audit events recorded while a logged request runs ride on its line (``"audit": [...]``,
 ``cairn.logs.request_events``) instead of making a second line; those of requests that get no
@@ -36,6 +44,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +52,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cairn.errors import ApiError
@@ -93,31 +103,59 @@ def redact_path(path: str) -> str:
 # ---- which requests are logged -------------------------------------------------------------------
 
 
+# The public doors get one line in this many requests unless CAIRN_ACCESS_LOG=all: anonymous,
+# cacheable, fixed answers, fetched by every cloud that checks a token (a line costs as much
+# CPU as the answer). They are still counted, each one, in the metrics.
+DOOR_SAMPLE = 100
+
+
 @dataclass(frozen=True)
 class AccessLog:
-    """``CAIRN_ACCESS_LOG``: ``on`` (``every`` = 1), ``off`` (0), ``sample:N`` (one request in
-    N, and every response >= 500, whatever the sample)."""
+    """``CAIRN_ACCESS_LOG``: which requests get a line. ``every``: one request in ``every``
+    (0: none), ``doors``: one request to a public door in ``doors`` (0: none); every response
+    >= 500 gets one whatever the sample. ``on`` = (1, 100), ``all`` = (1, 1), ``off`` = (0, 0),
+    ``sample:N`` = (N, max(N, 100))."""
 
     every: int = 1
+    doors: int = DOOR_SAMPLE
 
     @classmethod
     def parse(cls, value: str) -> AccessLog:
         """The setting from its text; ValueError saying what is accepted otherwise."""
         text = value.strip().lower()
         if text in ("", "on"):
-            return cls(1)
+            return cls(1, DOOR_SAMPLE)
+        if text == "all":
+            return cls(1, 1)
         if text == "off":
-            return cls(0)
+            return cls(0, 0)
         kind, _, n = text.partition(":")
         if kind == "sample" and n.isascii() and n.isdigit() and int(n) >= 1:
-            return cls(int(n))
+            return cls(int(n), max(int(n), DOOR_SAMPLE))
         raise ValueError(
-            f"CAIRN_ACCESS_LOG must be on, off or sample:N (N >= 1, one request in N), "
+            f"CAIRN_ACCESS_LOG must be on, all, off or sample:N (N >= 1, one request in N), "
             f"not {value!r}"
         )
 
     def __str__(self) -> str:
-        return {0: "off", 1: "on"}.get(self.every, f"sample:{self.every}")
+        if self.every == 1:
+            return "all" if self.doors == 1 else "on"
+        return "off" if self.every == 0 else f"sample:{self.every}"
+
+
+def public_doors(routes: Iterable[BaseRoute]) -> dict[str, ASGIApp]:
+    """The public doors among ``routes`` (top-level ``Route``s without path parameters whose
+    endpoint is marked ``public_door = True``), by path: what ``ObserveMiddleware`` answers
+    for GET and HEAD without Starlette's router."""
+    return {
+        route.path: route.app
+        for route in routes
+        if isinstance(route, Route)
+        and not route.param_convertors
+        and getattr(route.endpoint, "public_door", False) is True
+        and route.methods is not None
+        and {"GET", "HEAD"} <= route.methods
+    }
 
 
 # ---- the writer thread ---------------------------------------------------------------------------
@@ -272,6 +310,7 @@ class ObserveMiddleware:
         metrics: Metrics,
         access_log: AccessLog | str = "on",
         writer: AccessLogWriter | None = None,
+        doors: Mapping[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -279,13 +318,16 @@ class ObserveMiddleware:
             access_log if isinstance(access_log, AccessLog) else AccessLog.parse(access_log)
         )
         self.writer = writer if writer is not None else WRITER
+        # Answered here for GET and HEAD, without the router (see the module's docstring).
+        self.doors = dict(doors or {})
         self._count = itertools.count()
+        self._door_count = itertools.count()
 
-    def _sampled(self) -> bool:
-        every = self.access_log.every
+    def _sampled(self, door: bool) -> bool:
+        every = self.access_log.doors if door else self.access_log.every
         if every <= 1:
             return every == 1
-        return next(self._count) % every == 0
+        return next(self._door_count if door else self._count) % every == 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -293,11 +335,15 @@ class ObserveMiddleware:
             return
         start = time.perf_counter()
         path: str = scope["path"]
+        app = self.doors.get(path)
+        if app is None or scope["method"] not in ("GET", "HEAD"):
+            app = self.app
+        door = app is not self.app
         is_api = path.startswith("/api/v2")
         status = 500
         started = False
         logged = self.access_log.every != 0 and path not in _UNLOGGED
-        sampled = logged and self._sampled()
+        sampled = logged and self._sampled(door)
         # Audit events of a sampled request join its line (cairn.logs.request_events).
         events: list[dict[str, Any]] | None = [] if sampled else None
         token = request_events.set(events) if sampled else None
@@ -312,7 +358,7 @@ class ObserveMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, wrapped)
+            await app(scope, receive, wrapped)
         except Exception:
             if started:  # too late for an answer: the connection must close
                 raise

@@ -38,6 +38,9 @@ def discovery_document(services: Mapping[str, object] | None = None) -> bytes:
 class StaticJson:
     """A raw ASGI endpoint answering fixed bytes: no per-request serialisation or framework."""
 
+    # Answered to anyone, fixed bytes: served before the router (tfeapi.observe.public_doors).
+    public_door = True
+
     def __init__(
         self, body: bytes, media_type: str = "application/json", cache: str | None = None
     ) -> None:

@@ -1,1 +1,2 @@
-"""Workspace variables (Terraform and environment), sensitive ones sealed at rest."""
+"""Workspace variables (Terraform and environment): the TFE ``vars`` API, every value sealed
+at rest, sensitive values write-only, and what a run's job is given (``Variables.for_job``)."""

@@ -107,6 +107,9 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
                     "each tag needs attributes.name", pointer=f"/data/relationships/tags/data/{i}"
                 )
             tags.append(name)
+    pool = doc.string("agent-pool-id", max_len=32)
+    if pool is None and "agent-pool-id" in doc.attributes:
+        pool = ""  # an explicit null clears the pool
     return WorkspaceSettings(
         name=doc.string("name", required=creating, max_len=90),
         description=doc.string("description", max_len=1000),
@@ -118,6 +121,7 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
         global_remote_state=doc.boolean("global-remote-state"),
         speculative_enabled=doc.boolean("speculative-enabled"),
         queue_all_runs=doc.boolean("queue-all-runs"),
+        agent_pool_id=pool,
         project_id=doc.relationship_id("project", "projects"),
         tags=tags,
     )

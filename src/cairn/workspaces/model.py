@@ -51,6 +51,12 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(90))
     description: Mapped[str] = mapped_column(String(1000), default="")
     execution_mode: Mapped[str] = mapped_column(String(16), default="local")
+    # The agent pool that runs this workspace's jobs (``execution-mode: agent`` only). A plain
+    # foreign key: a pool still used by workspaces cannot be deleted (``agents`` refuses it
+    # with a 422 first; agents own the table and check the setting through WorkspaceHooks).
+    agent_pool_id: Mapped[str | None] = mapped_column(
+        ForeignKey("agent_pools.id"), nullable=True, index=True
+    )
     terraform_version: Mapped[str] = mapped_column(String(32), default="latest")
     auto_apply: Mapped[bool] = mapped_column(Boolean, default=False)
     working_directory: Mapped[str] = mapped_column(String(500), default="")
@@ -65,6 +71,9 @@ class Workspace(Base):
     lock_reason: Mapped[str] = mapped_column(String(500), default="")
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     current_state_version_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The run the workspace's queue is at (``runs.scheduler``): the active run, or the first
+    # pending one; kept after it finished. No foreign key (runs sit above workspaces).
+    current_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     resource_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

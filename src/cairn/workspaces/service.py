@@ -50,6 +50,9 @@ class WorkspaceSettings:
     global_remote_state: bool | None = None
     speculative_enabled: bool | None = None
     queue_all_runs: bool | None = None
+    # The agent pool (``execution-mode: agent``); "" clears it. Checked by the agents domain
+    # (``WorkspaceHooks.check_settings``). Changing the mode to another one clears it too.
+    agent_pool_id: str | None = None
     project_id: str | None = None
     tags: list[str] = field(default_factory=list)
 
@@ -139,6 +142,7 @@ class WorkspaceService:
                 if change.speculative_enabled is None
                 else change.speculative_enabled,
                 queue_all_runs=bool(change.queue_all_runs),
+                agent_pool_id=change.agent_pool_id or None,
                 created_at=now,
                 updated_at=now,
             )
@@ -164,6 +168,10 @@ class WorkspaceService:
                 value = getattr(change, attr)
                 if value is not None:
                     setattr(ws, attr, value)
+            if change.agent_pool_id is not None:
+                ws.agent_pool_id = change.agent_pool_id or None
+            elif change.execution_mode is not None and change.execution_mode != "agent":
+                ws.agent_pool_id = None  # leaving agent execution leaves its pool
             if change.project_id is not None and change.project_id != ws.project_id:
                 moved_to = store.placement(
                     s, caller, org, change.project_id, doing="move workspaces into"

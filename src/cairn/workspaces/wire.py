@@ -49,9 +49,13 @@ def workspace(v: WorkspaceView) -> dict[str, Any]:
     rels: dict[str, Any] = {
         "organization": {"data": {"id": org.name, "type": "organizations"}},
         "project": {"data": {"id": ws.project_id, "type": "projects"}},
-        "agent-pool": {"data": None},
+        "agent-pool": {
+            "data": {"id": ws.agent_pool_id, "type": "agent-pools"} if ws.agent_pool_id else None
+        },
         "ssh-key": {"data": None},
-        "current-run": {"data": None},
+        "current-run": {
+            "data": {"id": ws.current_run_id, "type": "runs"} if ws.current_run_id else None
+        },
         "latest-run": {"data": None},
         "current-configuration-version": {"data": None},
         "current-state-version": {
@@ -113,7 +117,8 @@ def workspace(v: WorkspaceView) -> dict[str, Any]:
             "latest-change-at": iso8601(ws.updated_at),
             "created-at": iso8601(ws.created_at),
             "updated-at": iso8601(ws.updated_at),
-            "setting-overwrites": {"execution-mode": True, "agent-pool": False},
+            # Set on the workspace itself, not inherited from the organization's defaults.
+            "setting-overwrites": {"execution-mode": True, "agent-pool": True},
             "actions": {"is-destroyable": manage},
             "permissions": {
                 "can-update": manage,

@@ -25,6 +25,7 @@ from tests.support.app import (
     Person,
     Workspace,
     document,
+    grant,
     make_user,
     organization_and_workspace,
 )
@@ -33,13 +34,6 @@ from tests.support.statefile import new_lineage, state_file, version_body
 pytestmark = pytest.mark.anyio
 
 LOCK = {"data": {"type": "", "attributes": {"reason": "held by a test"}}}
-
-
-async def grant(admin: httpx.AsyncClient, ws: Workspace, person: Person, role: str) -> str:
-    body = {"role": role, "user": person.username, "workspaces": ws.name}
-    doc = document(await admin.post(f"/api/cairn/v1/organizations/{ws.org}/grants", json=body), 201)
-    grant_id: str = doc["data"]["id"]
-    return grant_id
 
 
 async def people(app: InProcessCairn, admin: httpx.AsyncClient) -> tuple[Workspace, Person, Person]:

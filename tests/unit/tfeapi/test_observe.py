@@ -1,7 +1,8 @@
 """The request-observing middleware (``cairn.tfeapi.observe``): access-log lines built off the
-event loop, ``CAIRN_ACCESS_LOG`` (on, off, sample:N), audit events on their request's line
-instead of lines of their own, metric children bound once, and the security headers and JSON
-500 it has always added."""
+event loop, ``CAIRN_ACCESS_LOG`` (on, all, off, sample:N), audit events on their request's line
+instead of lines of their own, metric children bound once, the public doors answered before the
+router (logged one in 100 unless ``all``), and the security headers and JSON 500 it has always
+added."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from prometheus_client import generate_latest
 from cairn.audit.log import log_event
 from cairn.config import from_environment
 from cairn.errors import ConfigError
-from cairn.tfeapi.observe import AccessLog, AccessLogWriter, Metrics, ObserveMiddleware
+from cairn.tfeapi.observe import (
+    DOOR_SAMPLE,
+    AccessLog,
+    AccessLogWriter,
+    Metrics,
+    ObserveMiddleware,
+    public_doors,
+)
+from cairn.tfeapi.service_discovery import StaticJson
 
 App = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -72,13 +81,16 @@ def make(app: App, writer: AccessLogWriter, access_log: str = "on") -> ObserveMi
     return ObserveMiddleware(app, Metrics(), access_log=access_log, writer=writer)
 
 
-def test_access_log_setting_parses_on_off_and_samples() -> None:
-    assert AccessLog.parse("on").every == 1
-    assert AccessLog.parse("OFF").every == 0
-    assert AccessLog.parse("sample:25").every == 25
-    assert str(AccessLog.parse("sample:25")) == "sample:25"
+def test_access_log_setting_parses_on_all_off_and_samples() -> None:
+    assert AccessLog.parse("on") == AccessLog(1, DOOR_SAMPLE)
+    assert AccessLog.parse("ALL") == AccessLog(1, 1)
+    assert AccessLog.parse("OFF") == AccessLog(0, 0)
+    assert AccessLog.parse("sample:25") == AccessLog(25, DOOR_SAMPLE)
+    assert AccessLog.parse("sample:500") == AccessLog(500, 500)  # doors: the rarer of the two
+    for text in ("on", "all", "off", "sample:25"):
+        assert str(AccessLog.parse(text)) == text
     for bad in ("sample:0", "sample:", "sample:x", "sometimes", "sample:-1", "sample:٣"):
-        with pytest.raises(ValueError, match="on, off or sample:N"):
+        with pytest.raises(ValueError, match="on, all, off or sample:N"):
             AccessLog.parse(bad)
 
 
@@ -86,8 +98,10 @@ def test_access_log_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert from_environment().access_log == "on"
     monkeypatch.setenv("CAIRN_ACCESS_LOG", "sample:10")
     assert from_environment().access_log == "sample:10"
+    monkeypatch.setenv("CAIRN_ACCESS_LOG", "all")
+    assert from_environment().access_log == "all"
     monkeypatch.setenv("CAIRN_ACCESS_LOG", "verbose")
-    with pytest.raises(ConfigError, match="CAIRN_ACCESS_LOG must be on, off or sample:N"):
+    with pytest.raises(ConfigError, match="CAIRN_ACCESS_LOG must be on, all, off or sample:N"):
         from_environment()
 
 
@@ -179,4 +193,102 @@ def test_unhandled_error_is_a_json_500_and_logged(
     [error] = [r for r in caplog.records if r.getMessage() == "unhandled error"]
     assert error.exc_info is not None
     [line] = lines(caplog, writer, "request")
+    assert line.status == 500
+
+
+# ---- public doors --------------------------------------------------------------------------------
+
+DOOR = "/.well-known/jwks"
+
+
+def refusing() -> App:
+    """The router behind the middleware: a door's request must never reach it."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == DOOR and scope["method"] in ("GET", "HEAD"):
+            raise AssertionError("a public door went through the router")
+        await answering(405)(scope, receive, send)
+
+    return app
+
+
+def with_door(writer: AccessLogWriter, access_log: str = "on") -> ObserveMiddleware:
+    door = StaticJson(b'{"keys":[]}', cache="public, max-age=60")
+    return ObserveMiddleware(
+        refusing(), Metrics(), access_log=access_log, writer=writer, doors={DOOR: door}
+    )
+
+
+def test_public_doors_are_the_marked_routes_without_parameters() -> None:
+    from starlette.responses import Response
+    from starlette.routing import Mount, Route
+
+    door = StaticJson(b"{}")
+
+    async def endpoint(request: Any) -> Response:
+        return Response()
+
+    routes = [
+        Route("/.well-known/terraform.json", door, methods=["GET"]),  # HEAD comes with GET
+        Route("/healthz", endpoint, methods=["GET"]),  # not a door
+        Route("/files/{name}", door, methods=["GET"]),  # a parameter: the router's
+        Route("/only-post", door, methods=["POST"]),  # not GET
+        Mount("/api", routes=[Route("/inner", door, methods=["GET"])]),  # not top-level
+    ]
+    assert public_doors(routes) == {"/.well-known/terraform.json": door}
+
+
+def test_a_door_is_answered_before_the_router_with_headers_and_metrics(
+    caplog: pytest.LogCaptureFixture, writer: AccessLogWriter
+) -> None:
+    caplog.set_level(logging.INFO)
+    middleware = with_door(writer)
+    for method in ("GET", "HEAD"):
+        sent = call(middleware, DOOR, method)
+        assert sent[0]["status"] == 200
+        headers = dict(sent[0]["headers"])
+        assert headers[b"x-content-type-options"] == b"nosniff"
+        assert headers[b"cache-control"] == b"public, max-age=60"
+        assert b"tfp-api-version" not in headers  # not an /api/v2 answer
+        assert sent[1]["body"] == b'{"keys":[]}'
+    # Other methods go through the router (which answers 405 here).
+    assert call(middleware, DOOR, "POST")[0]["status"] == 405
+    exposed = generate_latest(middleware.metrics.registry).decode()
+    assert 'cairn_http_requests_total{method="GET",status="200"} 1.0' in exposed
+    assert 'cairn_http_requests_total{method="HEAD",status="200"} 1.0' in exposed
+    assert 'cairn_http_requests_total{method="POST",status="405"} 1.0' in exposed
+
+
+def test_doors_get_one_line_in_a_hundred_unless_all(
+    caplog: pytest.LogCaptureFixture, writer: AccessLogWriter
+) -> None:
+    caplog.set_level(logging.INFO)
+    sampled = with_door(writer, "on")
+    for _ in range(2 * DOOR_SAMPLE):
+        call(sampled, DOOR)
+    call(sampled, "/api/v2/other")  # not a door: its own line whatever the doors' count
+    logged = lines(caplog, writer, "request")
+    assert [line.path for line in logged] == [DOOR, DOOR, "/api/v2/other"]
+    caplog.clear()
+    every = with_door(writer, "all")
+    for _ in range(5):
+        call(every, DOOR)
+    assert len(lines(caplog, writer, "request")) == 5
+    caplog.clear()
+    for _ in range(5):
+        call(with_door(writer, "off"), DOOR)
+    assert lines(caplog, writer, "request") == []
+
+
+def test_a_failing_door_is_a_logged_json_500(
+    caplog: pytest.LogCaptureFixture, writer: AccessLogWriter
+) -> None:
+    caplog.set_level(logging.INFO)
+    middleware = ObserveMiddleware(
+        refusing(), Metrics(), writer=writer, doors={DOOR: answering(fail=True)}
+    )
+    sent = call(middleware, DOOR)
+    assert sent[0]["status"] == 500
+    assert dict(sent[0]["headers"])[b"x-content-type-options"] == b"nosniff"
+    [line] = lines(caplog, writer, "request")  # a 5xx always gets its line
     assert line.status == 500
