@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -76,22 +76,56 @@ def is_current(engine: Engine) -> bool:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision."""
+    """Bring the schema to the newest revision.
+
+    A database with no tables at all is created from the models and stamped at the head
+    revision in one transaction (what running every migration in order would give: a test
+    compares the two schemas on both databases), without importing Alembic — a third of a
+    first start. Migrations therefore only change schemas and existing rows; rows a new
+    installation needs are made by the application (``build_services``), never by a migration.
+    """
     head = _head_from_files()
     if head is not None and current_revision(engine) == head:
         return
-    from alembic import command
-
-    cfg = alembic_config(engine)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             # Neither the wait for another replica's migration nor a long migration is cut by
             # the statement timeout of request work (CAIRN_DB_STATEMENT_TIMEOUT).
             conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
+            if head is not None and _create_if_empty(conn, head):
+                return
+            from alembic import command
+
+            cfg = alembic_config(engine)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-    else:
-        # SQLite: the environment opens its own connection, so that foreign keys can be turned
-        # off before its transaction begins (``migrations/env.py``).
-        command.upgrade(cfg, "head")
+        return
+    # SQLite: one server per data directory (``datadir.lock``), so nothing races here.
+    if head is not None:
+        with engine.connect().execution_options(cairn_write=True) as conn, conn.begin():
+            created = _create_if_empty(conn, head)
+        if created:
+            return
+    from alembic import command
+
+    # The environment opens its own connection, so that foreign keys can be turned off
+    # before its transaction begins (``migrations/env.py``).
+    command.upgrade(alembic_config(engine), "head")
+
+
+def _create_if_empty(conn: Connection, head: str) -> bool:
+    """Create every table and record ``head`` when the database holds no table at all."""
+    if inspect(conn).get_table_names():
+        return False
+    from cairn.migrations.schema import metadata
+
+    metadata.create_all(conn)
+    conn.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": head})
+    return True
