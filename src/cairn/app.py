@@ -438,7 +438,12 @@ def create_app(services: Services) -> Starlette:
         *variables_api.routes(services.variables),
         *cv_api.routes(services.configversions, cv_api.Limits(services.settings.public_url)),
         *runs_api.routes(services.runs, services.logs, services.clock),
-        *teams_api.tfe_routes(services.teams, services.grants, services.team_projects),
+        *teams_api.tfe_routes(
+            services.teams,
+            services.grants,
+            services.team_projects,
+            Memberships(services.db, services.clock),
+        ),
         *registry_api.tfe_routes(services.organizations),
         *ws_relationships_api.routes(
             RemoteStateConsumers(services.db), WorkspaceRelationships(services.db, services.clock)

@@ -23,6 +23,7 @@ from cairn.teams.documents import (
     user_row_doc,
 )
 from cairn.teams.grants import KIND_GRANT, KIND_TEAM_WORKSPACE, GrantView
+from cairn.teams.memberships import Memberships
 from cairn.teams.projects import TeamProjectView
 from cairn.teams.service import TeamView
 from cairn.tfeapi.http import Call, no_content, route
@@ -176,7 +177,9 @@ def _org_access(doc_attrs: dict[str, Any]) -> dict[str, bool] | None:
 # ---- TFE teams -----------------------------------------------------------------------------
 
 
-def tfe_routes(teams: Teams, grants: Grants, team_projects: TeamProjects) -> list[Route]:
+def tfe_routes(
+    teams: Teams, grants: Grants, team_projects: TeamProjects, memberships: Memberships
+) -> list[Route]:
     """Teams, memberships, team-workspace and team-project access; mounted under
     ``/api/v2``."""
 
@@ -239,6 +242,33 @@ def tfe_routes(teams: Teams, grants: Grants, team_projects: TeamProjects) -> lis
 
     def add_members(call: Call) -> Response:
         return members(call, add=True)
+
+    def members_by_membership(call: Call, *, add: bool) -> Response:
+        """HCP's other way to name a team's members: their organization memberships
+        (``ou-…``), as pytfe's ``add_organization_memberships`` sends them. An invitation not
+        yet accepted has no person to add (422)."""
+        items = parse_resource_list(call.raw, "organization-memberships")
+        users = []
+        for i, item in enumerate(items):
+            ident = item.get("id")
+            if not isinstance(ident, str) or not ident:
+                raise Invalid("each organization membership needs an id", pointer=f"/data/{i}")
+            view = memberships.get(call.caller, ident)
+            if view.user is None:
+                raise Invalid(
+                    f"organization membership {ident} is an invitation not accepted yet; its "
+                    "person can join teams once they accept it",
+                    pointer=f"/data/{i}/id",
+                )
+            users.append(view.user.id)
+        teams.change_members(call.caller, call.param("id"), users, add=add, source=call.source)
+        return no_content()
+
+    def add_by_membership(call: Call) -> Response:
+        return members_by_membership(call, add=True)
+
+    def remove_by_membership(call: Call) -> Response:
+        return members_by_membership(call, add=False)
 
     def remove_members(call: Call) -> Response:
         return members(call, add=False)
@@ -368,6 +398,18 @@ def tfe_routes(teams: Teams, grants: Grants, team_projects: TeamProjects) -> lis
         route("/teams/{id}", delete_team, ["DELETE"]),
         route("/teams/{id}/relationships/users", add_members, ["POST"], limit=members_limit),
         route("/teams/{id}/relationships/users", remove_members, ["DELETE"], limit=members_limit),
+        route(
+            "/teams/{id}/relationships/organization-memberships",
+            add_by_membership,
+            ["POST"],
+            limit=members_limit,
+        ),
+        route(
+            "/teams/{id}/relationships/organization-memberships",
+            remove_by_membership,
+            ["DELETE"],
+            limit=members_limit,
+        ),
         route("/team-workspaces", list_team_workspaces, ["GET"]),
         route("/team-workspaces", create_team_workspace, ["POST"]),
         route("/team-workspaces/{id}", show_team_workspace, ["GET"]),

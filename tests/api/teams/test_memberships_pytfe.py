@@ -73,3 +73,34 @@ def test_account_update_through_pytfe(server: CairnServer, api: httpx.Client) ->
         assert client.users.read_current().username == username + "x"
     finally:
         client.close()
+
+
+def test_team_members_by_organization_membership(
+    tfe: TFEClient, api: httpx.Client, org: str
+) -> None:
+    """pytfe's ``add_organization_memberships`` / ``remove_organization_memberships`` name a
+    team's members by membership ID (``POST/DELETE /teams/:id/relationships/
+    organization-memberships``); an invitation not accepted yet is refused, changing nothing."""
+    body = {"data": {"type": "teams", "attributes": {"name": "ops"}}}
+    ops = tfe_api.document(api.post(f"/api/v2/organizations/{org}/teams", json=body), 201)
+    team_id = ops["data"]["id"]
+    user_id, username, _ = _person(api, "rio")
+    member = tfe.organization_memberships.create(
+        org, OrganizationMembershipCreateOptions(email=f"{username}@example.com")
+    )
+    invited = tfe.organization_memberships.create(
+        org, OrganizationMembershipCreateOptions(email="later@example.com")
+    )
+
+    def members() -> set[str]:
+        team = api.get(f"/api/v2/teams/{team_id}")
+        data = tfe_api.document(team, 200)["data"]["relationships"]["users"]["data"]
+        return {u["id"] for u in data}
+
+    tfe.teams.add_organization_memberships(team_id, [member.id])
+    assert members() == {user_id}
+    with pytest.raises(TFEError, match="not accepted yet"):
+        tfe.teams.add_organization_memberships(team_id, [invited.id])
+    assert members() == {user_id}
+    tfe.teams.remove_organization_memberships(team_id, [member.id])
+    assert members() == set()
