@@ -40,7 +40,7 @@ test: install postgres-available $(OP_DIR)/node_modules/.installed
 	$(BIN)/pytest
 
 test-fast: install
-	$(BIN)/pytest -m "not e2e and not postgres"
+	$(BIN)/pytest -m "not e2e and not postgres and not slow"
 
 lint: install
 	$(BIN)/ruff format --check src tests bench

@@ -196,9 +196,10 @@ class Worker:
 
 
 class WorkerPool:
-    """``count`` workers on threads (``cairn serve``'s built-in executors). ``stop()`` returns
-    within about ``claim_wait`` seconds when idle; a running job is finished first unless
-    ``kill``."""
+    """``count`` workers on threads (``cairn serve``'s built-in executors). They long-poll like
+    agents (the server's ``claim_wait_s`` unless ``claim_wait`` says otherwise); at shutdown
+    the server ends waiting claims at once (``JobSignal.close``), so an idle pool stops
+    promptly, while a running job is finished first unless ``kill``."""
 
     def __init__(
         self,
@@ -210,7 +211,7 @@ class WorkerPool:
         settings: ExecutorSettings | None = None,
         name: str = "cairn-worker",
         version: str = "",
-        claim_wait: float = 2.0,
+        claim_wait: float | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.count = count
