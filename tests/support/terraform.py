@@ -231,6 +231,40 @@ class TerraformCLI:
             raise TerraformError(["terraform", *command, *flags, *rest], cwd, result, str(expect))
         return result
 
+    def command_line(self, *args: str, input_enabled: bool = False) -> list[str]:
+        """`terraform <args>` with `-no-color` (and `-input=false` where the command takes it,
+        unless `input_enabled`: then Terraform asks its questions on stdin)."""
+        words = 2 if args and args[0] in _GROUP_COMMANDS else 1
+        command, rest = list(args[:words]), list(args[words:])
+        flags = ["-no-color"]
+        if command and command[0] in _INPUT_COMMANDS and not input_enabled:
+            flags.append("-input=false")
+        return [str(terraform_binary()), *command, *flags, *rest]
+
+    def popen(
+        self,
+        cwd: Path,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        input_enabled: bool = False,
+    ) -> subprocess.Popen[str]:
+        """Start `terraform <args>` in `cwd` without waiting: stdin is a pipe, stdout and
+        stderr are merged into one line-buffered text pipe. The caller waits or kills it.
+
+        Terraform runs in a process group of its own, as in a shell: Ctrl-C is `os.killpg(pid,
+        SIGINT)` (its panicwrap parent ignores a SIGINT sent to it alone)."""
+        return subprocess.Popen(
+            self.command_line(*args, input_enabled=input_enabled),
+            cwd=cwd,
+            env=self.environment(env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            process_group=0,
+        )
+
     def project(self, name: str, main_tf: str) -> TerraformProject:
         """A fresh working directory `<root>/<name>` holding `main.tf`."""
         path = self.root / name
@@ -252,6 +286,10 @@ class TerraformProject:
 
     def run(self, *args: str, **kwargs: Any) -> TerraformResult:
         return self.cli.run(self.path, *args, **kwargs)
+
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+        """`TerraformCLI.popen` in this working directory."""
+        return self.cli.popen(self.path, *args, **kwargs)
 
     def init(self, **kwargs: Any) -> TerraformResult:
         return self.run("init", **kwargs)
