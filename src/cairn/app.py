@@ -106,7 +106,9 @@ from cairn.tfeapi.jsonapi import Includes, error_response
 from cairn.tfeapi.observe import Metrics, ObserveMiddleware, public_doors
 from cairn.tfeapi.signed import Signer
 from cairn.variables import api as variables_api
+from cairn.variables import sets_api as variable_sets_api
 from cairn.variables.service import Variables
+from cairn.variables.sets_service import VariableSets
 from cairn.workspaces import api as ws_api
 from cairn.workspaces import hooks as ws_hooks
 from cairn.workspaces import relationships_api as ws_relationships_api
@@ -156,6 +158,7 @@ class Services:
     agent_pools: AgentPoolService  # agent pools, their tokens and agents (TFE API)
     agents: Agents  # agent registration and sessions; holds the built-in workers' secret
     variables: Variables  # workspace variables, sealed; runs read them with for_job
+    variable_sets: VariableSets  # organizations' variable sets; for_job merges them in
     job_tokens: JobTokens  # per-phase job tokens (cairn_job_…), hashed at rest
     jobs: JobQueue  # the run queue: enqueue, claim (one transaction), cancel signals
     logs: LogStore  # plan and apply logs: chunks in, the CLI's log-read URL out
@@ -230,6 +233,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
     variables = Variables(db, keyring, clock)
     runs = RunService(db, clock, scheduler, ConfigurationVersionRows(), blobs)
     workspace_hooks.after_unlock.append(runs.after_unlock)
+    issuer = build_issuer(settings, db, keyring, clock)
     services = Services(
         settings=settings,
         db=db,
@@ -259,7 +263,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
             ttl=timedelta(seconds=settings.upload_url_ttl_seconds),
             max_bytes=settings.max_config_bytes,
         ),
-        issuer=build_issuer(settings, db, keyring, clock),
+        issuer=issuer,
         teams=TeamService(db, clock),
         grants=GrantService(db, clock),
         team_projects=TeamProjectService(db, clock),
@@ -285,6 +289,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
         agent_pools=AgentPoolService(db, keyring, clock),
         agents=agents,
         variables=variables,
+        variable_sets=VariableSets(db, keyring, clock, variables),
         job_tokens=job_tokens,
         jobs=jobs,
         logs=logs,
@@ -302,6 +307,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
             variables,
             blobs,
             AgentJobLimits(settings.public_url, settings.max_state_bytes),
+            issuer=issuer,
         ),
         job_sweep=JobSweep(db, clock, jobs, job_tokens, logs, lifecycle, agents),
     )
@@ -436,6 +442,7 @@ def create_app(services: Services) -> Starlette:
             ),
         ),
         *variables_api.routes(services.variables),
+        *variable_sets_api.routes(services.variable_sets),
         *cv_api.routes(services.configversions, cv_api.Limits(services.settings.public_url)),
         *runs_api.routes(services.runs, services.logs, services.clock),
         *teams_api.tfe_routes(
@@ -615,6 +622,7 @@ def includes(services: Services) -> Includes:
     cv_api.offer_includes(found, services.configversions, services.settings.public_url)
     runs_api.offer_includes(found, services.runs, services.logs, services.clock)
     memberships_api.offer_includes(found, Memberships(services.db, services.clock))
+    variable_sets_api.offer_includes(found, services.variable_sets)
     return found
 
 

@@ -32,6 +32,7 @@ PREFIXES = {
     "organization_membership": "ou",
     "configuration_version": "cv",
     "variable": "var",
+    "variable_set": "varset",
     "agent_pool": "apool",
     "agent": "agent",
     "agent_token": "at",  # HCP's agent tokens share the at- prefix of API tokens

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,7 +132,11 @@ def serve(
         timeout_graceful_shutdown=20,
         **ssl,  # type: ignore[arg-type]
     )
-    _GracefulServer(config, _worker_pool(settings, startup.services, bundle)).run()
+    _GracefulServer(
+        config,
+        _worker_pool(settings, startup.services, bundle),
+        closing=startup.services.jobs.signal.close,
+    ).run()
     startup.services.audited.close()  # normally done by the app's shutdown already
     startup.services.db.dispose()
     held.release()
@@ -174,9 +178,12 @@ def _graceful_server_class() -> type:
         still send its last log chunk and finish: idle workers stop within ~2 s, a job gets
         30 s, then Terraform is killed."""
 
-        def __init__(self, config: Any, pool: Any = None) -> None:
+        def __init__(
+            self, config: Any, pool: Any = None, closing: Callable[[], None] | None = None
+        ) -> None:
             super().__init__(config)
             self.pool = pool
+            self.closing = closing  # ends the agents' claim long-polls at once
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
@@ -184,6 +191,8 @@ def _graceful_server_class() -> type:
                 self.pool.start()
 
         async def shutdown(self, sockets: Any = None) -> None:
+            if self.closing is not None:
+                self.closing()
             stopped = self.pool is None or await asyncio.to_thread(self.pool.stop, timeout=30.0)
             if not stopped:
                 await asyncio.to_thread(self.pool.stop, kill=True, timeout=15.0)
@@ -205,8 +214,10 @@ def _graceful_server_class() -> type:
     return GracefulServer
 
 
-def _GracefulServer(config: object, pool: Any = None) -> Any:
-    return _graceful_server_class()(config, pool)
+def _GracefulServer(
+    config: object, pool: Any = None, closing: Callable[[], None] | None = None
+) -> Any:
+    return _graceful_server_class()(config, pool, closing)
 
 
 def _banner(

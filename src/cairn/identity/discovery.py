@@ -20,7 +20,7 @@ from cairn.crypto import b64url
 from cairn.identity.errors import IdentityConfigError
 from cairn.identity.keys import ALGS, SigningKey
 from cairn.identity.lifecycle import DEFAULT_JWKS_MAX_AGE, published
-from cairn.identity.tokens import STANDARD_CLAIMS, TERRAFORM_CLAIMS
+from cairn.identity.tokens import SPECULATIVE_CLAIM, STANDARD_CLAIMS, TERRAFORM_CLAIMS
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/.well-known/jwks"  # HCP Terraform's path; named by jwks_uri
@@ -114,7 +114,7 @@ def openid_configuration(
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": algs,
             "scopes_supported": ["openid"],
-            "claims_supported": [*STANDARD_CLAIMS, *TERRAFORM_CLAIMS],
+            "claims_supported": [*STANDARD_CLAIMS, *TERRAFORM_CLAIMS, SPECULATIVE_CLAIM],
         },
         max_age,
     )

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.orm import Session
 
 from cairn import authz, ids
 from cairn.audit.log import Actor, record
@@ -240,9 +241,10 @@ class Issuer:
         # label (its organization and name) is only for those who may read it.
         if place is None or not authz.allowed(caller, WORKSPACE_READ, target := place.target):
             raise authz.not_found("workspace", repr(ws_id))
-        if phase in ("plan", "apply"):  # else workload_claims refuses the phase below
-            needed = RUN_PLAN if phase == "plan" else RUN_APPLY
-            authz.require(caller, needed, target, doing=f"mint a {phase} token for")
+        if phase not in tokens.RUN_PHASES:  # speculative_plan is for cairn's runs only
+            raise Invalid("run_phase must be 'plan' or 'apply'", pointer="/run_phase")
+        needed = RUN_PLAN if phase == "plan" else RUN_APPLY
+        authz.require(caller, needed, target, doing=f"mint a {phase} token for")
         if place.project_id is None or place.project_name is None:
             raise NotFound("the workspace's project no longer exists")
         if run_id is not None and not _RUN_ID.fullmatch(run_id):
@@ -262,7 +264,7 @@ class Issuer:
             audience=audience,
             workload=workload,
             run_id=run_id,
-            phase=phase,  # type: ignore[arg-type]  # checked by workload_claims
+            phase=phase,  # narrowed to RUN_PHASES above
             now=now,
             ttl=ttl,
             max_ttl=self.policy.max_token_ttl,
@@ -280,6 +282,64 @@ class Issuer:
             aud=claims["aud"],
             exp=claims["exp"],
             run_id=run_id,
+        )
+        return Minted(token, tokens.expires_at(claims), run_id, str(claims["jti"]), signer.kid)
+
+    def mint_for_job(
+        self,
+        s: Session,
+        place: Place,
+        *,
+        audience: str,
+        phase: tokens.TokenPhase,
+        speculative: bool,
+        ttl: timedelta,
+        run_id: str,
+        actor: Actor,
+        config: str,
+    ) -> Minted:
+        """Sign a token for one phase of a cairn run (the agent protocol's workload-identity
+        call): no access check here, the caller's job token already names the run, its
+        workspace and phase. ``cairn_run_speculative`` is always present; ``phase`` is
+        ``speculative_plan`` for a speculative plan under ``distinct_subject``. The audit event
+        (``oidc.token.mint`` with the ``jti``, never the token) is recorded in ``s``'s
+        transaction, which the caller commits before answering."""
+        if place.project_id is None or place.project_name is None:
+            raise NotFound("the workspace's project no longer exists")
+        workload = tokens.Workload(
+            organization_id=place.organization_id,
+            organization_name=place.organization_name,
+            project_id=place.project_id,
+            project_name=place.project_name,
+            workspace_id=place.workspace_id,
+            workspace_name=place.workspace_name,
+        )
+        now = self._clock.now()
+        claims = tokens.workload_claims(
+            issuer=self.issuer_url,
+            audience=audience,
+            workload=workload,
+            run_id=run_id,
+            phase=phase,
+            now=now,
+            ttl=ttl,
+            max_ttl=self.policy.max_token_ttl,
+            speculative=speculative,
+        )
+        signer = self.signer()
+        token = signer.sign(claims)
+        record(
+            s,
+            at=now,
+            actor=actor,
+            action="oidc.token.mint",
+            subject=str(claims["sub"]),
+            jti=claims["jti"],
+            kid=signer.kid,
+            aud=claims["aud"],
+            exp=claims["exp"],
+            run_id=run_id,
+            config=config,
         )
         return Minted(token, tokens.expires_at(claims), run_id, str(claims["jti"]), signer.kid)
 

@@ -34,6 +34,11 @@ from cairn.identity.lifecycle import DEFAULT_MAX_TOKEN_TTL, TOKEN_TTL_LIMIT, hum
 
 RunPhase = Literal["plan", "apply"]
 RUN_PHASES: tuple[RunPhase, ...] = get_args(RunPhase)
+# The ``run_phase`` a token may carry: a run's phase, or ``speculative_plan`` for a speculative
+# plan whose workspace asks for a distinct subject (``speculative-plan-credentials:
+# distinct_subject``), so that trust policies written for ``…:run_phase:plan`` fail closed.
+TokenPhase = Literal["plan", "apply", "speculative_plan"]
+TOKEN_PHASES: tuple[TokenPhase, ...] = get_args(TokenPhase)
 
 Claims = dict[str, str | int | list[str]]
 
@@ -49,10 +54,11 @@ TERRAFORM_CLAIMS = (
     "terraform_run_id",
     "terraform_run_phase",
 )
-# Not an HCP Terraform claim: set (to "true") only on speculative plans, whose `sub` is the same
-# as a normal plan's although they may run unreviewed code (reference WI-06). Absent otherwise,
-# so ordinary tokens carry exactly HCP Terraform's claim set.
-SPECULATIVE_CLAIM = "cairn_speculative_plan"
+# Not an HCP Terraform claim: "true" or "false" on every token minted for a cairn run (a
+# speculative plan's `sub` is the same as a normal plan's although it may run unreviewed code,
+# reference WI-06). Absent from tokens minted for pipelines outside cairn's runs, which carry
+# exactly HCP Terraform's claim set.
+SPECULATIVE_CLAIM = "cairn_run_speculative"
 
 # Bounds that keep every token far below the 20,000 characters AWS accepts (WI-10).
 MAX_NAME_LENGTH = 255
@@ -110,7 +116,7 @@ class Workload:
             f":workspace:{self.workspace_name}"
         )
 
-    def subject(self, phase: RunPhase) -> str:
+    def subject(self, phase: TokenPhase) -> str:
         return f"{self.full_workspace}:run_phase:{phase}"
 
 
@@ -154,11 +160,11 @@ def workload_claims(
     audience: str | Sequence[str],
     workload: Workload,
     run_id: str,
-    phase: RunPhase,
+    phase: TokenPhase,
     now: datetime,
     ttl: timedelta,
     max_ttl: timedelta = DEFAULT_MAX_TOKEN_TTL,
-    speculative: bool = False,
+    speculative: bool | None = None,
     jti: str | None = None,
 ) -> Claims:
     """The claims of one run phase's token, minted at ``now``.
@@ -166,17 +172,25 @@ def workload_claims(
     ``ttl`` is the phase's timeout (or the lifetime a client asked for); it is capped at
     ``max_ttl`` (pass ``RotationPolicy.max_token_ttl``: retired keys stay published exactly
     long enough for tokens this long). ``iat = nbf = now`` (whole seconds), ``jti`` a fresh
-    UUID4 unless given (tests). Raises InvalidTokenRequest for bad inputs."""
+    UUID4 unless given (tests). ``speculative``: None for a token outside cairn's runs (no
+    ``cairn_run_speculative`` claim), else whether the run is speculative (the claim says
+    "true" or "false"); ``phase`` ``speculative_plan`` only for a speculative run. Raises
+    InvalidTokenRequest for bad inputs."""
     if not issuer or issuer.endswith("/"):
         raise IdentityConfigError(f"issuer {issuer!r} must be a URL without a trailing '/'")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    if phase not in RUN_PHASES:
+    if phase not in TOKEN_PHASES:
         raise InvalidTokenRequest(
             f"run phase {phase!r} is not one of: {', '.join(RUN_PHASES)}", pointer="/run_phase"
         )
-    if speculative and phase != "plan":
+    if speculative and phase == "apply":
         raise InvalidTokenRequest("only a plan can be speculative", pointer="/run_phase")
+    if phase == "speculative_plan" and not speculative:
+        raise InvalidTokenRequest(
+            "only a speculative run's plan has the run phase speculative_plan",
+            pointer="/run_phase",
+        )
     _check_text("run ID", run_id, "/run_id", forbid_colon=True)
     if ttl <= timedelta(0):
         raise InvalidTokenRequest("the token lifetime must be positive", pointer="/ttl_seconds")
@@ -200,8 +214,8 @@ def workload_claims(
         "terraform_run_id": run_id,
         "terraform_run_phase": phase,
     }
-    if speculative:
-        claims[SPECULATIVE_CLAIM] = "true"
+    if speculative is not None:
+        claims[SPECULATIVE_CLAIM] = "true" if speculative else "false"
     return claims
 
 

@@ -15,6 +15,12 @@ from cairn.runs.model import Run, RunEvent, RunPhase
 from cairn.state.model import StateVersion, StateVersionOutput
 from cairn.teams.memberships import OrganizationMembership
 from cairn.variables.model import Variable
+from cairn.variables.sets_model import (
+    VariableSet,
+    VariableSetProject,
+    VariableSetVariable,
+    VariableSetWorkspace,
+)
 from cairn.workspaces.consumers import RemoteStateConsumer
 from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
 
@@ -54,6 +60,10 @@ __all__ = [
     "TeamProject",
     "User",
     "Variable",
+    "VariableSet",
+    "VariableSetProject",
+    "VariableSetVariable",
+    "VariableSetWorkspace",
     "Workspace",
     "WorkspaceTag",
     "metadata",

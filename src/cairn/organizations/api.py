@@ -12,7 +12,11 @@ from cairn.authz.subject import Subject
 from cairn.errors import NotFound
 from cairn.organizations import wire
 from cairn.organizations.model import Organization, Project
-from cairn.organizations.service import OrgUpdate, check_execution_mode
+from cairn.organizations.service import (
+    OrgUpdate,
+    check_execution_mode,
+    check_speculative_plan_credentials,
+)
 from cairn.paging import Page
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import (
@@ -97,10 +101,14 @@ class Handlers:
     def update_organization(self, call: Call) -> Response:
         doc = call.document("organizations")
         mode = _mode(doc)
+        spc = doc.string("speculative-plan-credentials", max_len=24)
+        if spc is not None:
+            check_speculative_plan_credentials(spc, "/data/attributes/speculative-plan-credentials")
         change = OrgUpdate(
             name=doc.string("name", max_len=100),
             email=doc.string("email", max_len=255),
             default_execution_mode=mode,
+            speculative_plan_credentials=spc,
         )
         org = self.orgs.update(call.caller, call.param("org"), change)
         prj = self.orgs.default_project_id(org.id)

@@ -10,6 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cairn.db.base import Base, UTCDateTime
 
 DEFAULT_PROJECT = "Default Project"
+# What a speculative plan's workload-identity tokens look like (``runs.credentials``): ``same``
+# as a plan's (HCP Terraform's behaviour), a ``distinct_subject`` (``run_phase:speculative_plan``
+# in ``sub`` and ``terraform_run_phase``), or ``none`` (no tokens; a plan that asks fails).
+SPECULATIVE_PLAN_CREDENTIALS = ("same", "distinct_subject", "none")
 
 
 class Organization(Base):
@@ -18,6 +22,11 @@ class Organization(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     email: Mapped[str] = mapped_column(String(255), default="")
     default_execution_mode: Mapped[str] = mapped_column(String(16), default="local")
+    # The default of its workspaces' ``speculative-plan-credentials`` (one of
+    # SPECULATIVE_PLAN_CREDENTIALS).
+    speculative_plan_credentials: Mapped[str] = mapped_column(
+        String(24), default="same", server_default="same"
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -22,7 +22,12 @@ from cairn.errors import Conflict, Invalid
 from cairn.names import check_project_name, check_slug
 from cairn.organizations import store
 from cairn.organizations.hooks import OrganizationHooks
-from cairn.organizations.model import DEFAULT_PROJECT, Organization, Project
+from cairn.organizations.model import (
+    DEFAULT_PROJECT,
+    SPECULATIVE_PLAN_CREDENTIALS,
+    Organization,
+    Project,
+)
 from cairn.paging import Page
 
 EXECUTION_MODES = ("local", "remote", "agent")
@@ -33,12 +38,26 @@ class OrgUpdate:
     name: str | None = None
     email: str | None = None
     default_execution_mode: str | None = None
+    speculative_plan_credentials: str | None = None
 
 
 def check_execution_mode(value: str, pointer: str) -> str:
     if value not in EXECUTION_MODES:
         raise Invalid(
             f"execution mode must be one of {', '.join(EXECUTION_MODES)}, not {value!r}",
+            pointer=pointer,
+        )
+    return value
+
+
+def check_speculative_plan_credentials(value: str, pointer: str) -> str:
+    """A ``speculative-plan-credentials`` value: same, distinct_subject or none (422)."""
+    if value not in SPECULATIVE_PLAN_CREDENTIALS:
+        raise Invalid(
+            "speculative-plan-credentials must be one of "
+            f"{', '.join(SPECULATIVE_PLAN_CREDENTIALS)}, not {value[:40]!r}: same gives "
+            "speculative plans the tokens a plan gets (HCP Terraform's behaviour), "
+            "distinct_subject gives them run_phase:speculative_plan, none gives them none",
             pointer=pointer,
         )
     return value
@@ -123,6 +142,8 @@ class OrganizationService:
                 org.email = change.email
             if change.default_execution_mode is not None:
                 org.default_execution_mode = change.default_execution_mode
+            if change.speculative_plan_credentials is not None:
+                org.speculative_plan_credentials = change.speculative_plan_credentials
             org.updated_at = self._clock.now()
             try:
                 s.flush()

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from cairn import authz
-from cairn.authz.permissions import ORG_MANAGE
+from cairn.authz.permissions import (
+    ORG_MANAGE,
+    ORG_MANAGE_AGENT_POOLS,
+    VARIABLES_READ,
+    WORKSPACE_MANAGE,
+)
 from cairn.authz.subject import Subject
 from cairn.clock import iso8601
 from cairn.organizations.model import Organization, Project
@@ -24,6 +29,8 @@ def organization(
             "external-id": org.id,
             "created-at": iso8601(org.created_at),
             "default-execution-mode": org.default_execution_mode,
+            # cairn's: the default of its workspaces' speculative-plan-credentials.
+            "speculative-plan-credentials": org.speculative_plan_credentials,
             "collaborator-auth-policy": "password",
             "cost-estimation-enabled": False,
             "assessments-enforced": False,
@@ -49,10 +56,16 @@ def organization(
                 "can-update-api-token": manage,
                 "can-traverse": True,
                 "can-start-trial": False,
-                "can-update-agent-pools": False,
+                "can-update-agent-pools": authz.allowed(
+                    caller, ORG_MANAGE_AGENT_POOLS, authz.Org(org.id, org.name)
+                ),
                 "can-manage-tags": manage,
-                "can-manage-varsets": manage,
-                "can-read-varsets": True,
+                "can-manage-varsets": authz.allowed(
+                    caller, WORKSPACE_MANAGE, authz.Org(org.id, org.name)
+                ),
+                "can-read-varsets": authz.allowed(
+                    caller, VARIABLES_READ, authz.Org(org.id, org.name)
+                ),
                 "can-manage-public-providers": False,
                 "can-create-provider": False,
                 "can-manage-public-modules": False,

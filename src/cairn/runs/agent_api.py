@@ -11,6 +11,9 @@ Spoken by the server's built-in workers and by ``cairn agent`` alike (``cairn.ex
 | ``PUT /jobs/{id}/plan?attempt=A&format=binary|json`` | job token, plan | → 204 |
 | ``GET /jobs/{id}/plan`` | job token, apply | the plan file |
 | ``GET /jobs/{id}/variables`` | job token | the workspace's variables |
+| ``POST /jobs/{id}/workload-identity`` | job token | ``{attempt}`` → 200 the phase's
+  workload-identity tokens and their configurations (``runs.credentials``), or 422
+  ``credentials`` naming the variable to fix |
 | ``POST /jobs/{id}/finish`` | job token | ``{attempt, status, …}`` → 200 ``{}`` |
 
 Errors are ``{"error": code, "detail": text}`` (plus ``offset`` for a log gap). Fencing: every
@@ -28,7 +31,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
@@ -37,18 +40,33 @@ from sqlalchemy.orm import Session
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute
 
+from cairn.audit.log import Actor
 from cairn.authz.subject import RunJob
 from cairn.blobs.store import BlobStore
 from cairn.clock import Clock, iso8601
 from cairn.db.engine import Database, affected
-from cairn.errors import ApiError, BadRequest, Conflict, Invalid, NotFound, Unauthorized
+from cairn.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+from cairn.identity.issuer import Minted, Place
+from cairn.identity.lifecycle import RotationPolicy
+from cairn.organizations.model import Organization
+from cairn.runs import credentials
 from cairn.runs.job_tokens import JobTokens, LeaseLost
 from cairn.runs.jobs import LEASE, MAX_WAIT, PHASES, AgentSession, Claimed, JobQueue
 from cairn.runs.jobs_model import ACTIVE, Job
 from cairn.runs.lifecycle import JobContext, PhaseOutcome, RunLifecycle
 from cairn.runs.logs import MAX_CHUNK, LogStore, OffsetMismatch
+from cairn.runs.model import Run
 from cairn.tfeapi.http import Call, bearer_token, route
 from cairn.variables.service import JobVariables
+from cairn.workspaces.model import Workspace
 
 PREFIX: Final = "/api/agent/v1"
 SMALL_BODY: Final = 16 * 1024  # every JSON body of the protocol
@@ -68,6 +86,28 @@ class Variables(Protocol):
     """``variables.VariableService.for_job``."""
 
     def for_job(self, s: Session, workspace_id: str) -> JobVariables: ...
+
+
+class JobIssuer(Protocol):
+    """What the workload-identity call asks of the issuer (``identity.issuer.Issuer``)."""
+
+    policy: RotationPolicy  # its max_token_ttl caps every token's lifetime
+
+    def locate_in(self, conn: Any, ws_id: str) -> Place | None: ...
+
+    def mint_for_job(
+        self,
+        s: Session,
+        place: Place,
+        *,
+        audience: str,
+        phase: credentials.TokenPhase,
+        speculative: bool,
+        ttl: timedelta,
+        run_id: str,
+        actor: Actor,
+        config: str,
+    ) -> Minted: ...
 
 
 class StaleAttempt(Conflict):
@@ -109,6 +149,8 @@ class AgentJobs:
         variables: Variables,
         blobs: BlobStore,
         limits: Limits,
+        *,
+        issuer: JobIssuer | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -120,6 +162,7 @@ class AgentJobs:
         self._variables = variables
         self.blobs = blobs
         self.limits = limits
+        self._issuer = issuer
 
     # ---- claim ---------------------------------------------------------------------------
 
@@ -173,6 +216,7 @@ class AgentJobs:
                     f"{base}/api/v2/configuration-versions/{ctx.configuration_version_id}/download"
                 ),
                 "variables": f"{own}/variables",
+                "workload_identity": f"{own}/workload-identity",
                 "plan": f"{own}/plan",
                 "logs": f"{own}/logs",
                 "heartbeat": f"{own}/heartbeat",
@@ -297,6 +341,67 @@ class AgentJobs:
             "env": [{"key": v.key, "value": v.value} for v in found.env],
             "sensitive": list(found.sensitive_values),
         }
+
+    def workload_identity(
+        self, caller: RunJob, job_id: str, attempt: int, source: str
+    ) -> dict[str, Any]:
+        """The phase's workload-identity tokens: one fresh token per configuration the job's
+        variables ask for (``credentials.configs_for_job``), ``run_phase`` the job's phase
+        (``speculative_plan`` for a speculative plan under ``distinct_subject``), valid until
+        the phase's timeout capped by the issuer's maximum lifetime. Each mint is audited
+        (its ``jti``, never the token) in the same transaction. A misconfiguration is a
+        CredentialsError (422 ``credentials``) and mints nothing."""
+        if self._issuer is None:
+            raise Unavailable("this server has no workload-identity issuer configured")
+        now = self._clock.now()
+        with self._db.unit_of_work(write=True) as s:
+            job = self._job(s, caller, job_id, attempt)
+            run = s.get(Run, job.run_id)
+            ws = None if run is None else s.get(Workspace, run.workspace_id)
+            org = None if ws is None else s.get(Organization, ws.organization_id)
+            if run is None or ws is None or org is None:
+                raise NotFound(f"job {job_id}'s run no longer exists")
+            mode = credentials.check_mode(
+                ws.speculative_plan_credentials or org.speculative_plan_credentials,
+                "/speculative-plan-credentials",
+            )
+            phase: credentials.Phase = "apply" if job.kind == "apply" else "plan"
+            env = self._variables.for_job(s, ws.id).env
+            configs = credentials.configs_for_job(
+                env, phase=phase, speculative=run.speculative, mode=mode
+            )
+            timeout_at = job.timeout_at or now + (
+                self.queue.apply_timeout if phase == "apply" else self.queue.plan_timeout
+            )
+            ttl = timeout_at - now
+            if ttl <= timedelta(0):
+                raise NotAcceptable(
+                    f"job {job_id} is past its phase's timeout; no token is minted for it"
+                )
+            ttl = min(ttl, self._issuer.policy.max_token_ttl)
+            place = self._issuer.locate_in(s.connection(), ws.id)
+            if place is None:
+                raise NotFound(f"job {job_id}'s workspace no longer exists")
+            token_phase = credentials.token_phase(phase, speculative=run.speculative, mode=mode)
+            actor = Actor(caller.id, caller.name, source)
+            answered: list[dict[str, Any]] = []
+            expires = now.replace(microsecond=0) + ttl
+            for config in configs:
+                minted = self._issuer.mint_for_job(
+                    s,
+                    place,
+                    audience=config.audience,
+                    phase=token_phase,
+                    speculative=run.speculative,
+                    ttl=ttl,
+                    run_id=run.id,
+                    actor=actor,
+                    config=config.label,
+                )
+                expires = min(expires, minted.expires_at)
+                answered.append(config.wire(minted.token))
+            s.commit()
+        return {"expires_at": iso8601(expires), "configs": answered}
 
     def finish(self, caller: RunJob, job_id: str, attempt: int, outcome: PhaseOutcome) -> None:
         """The phase's outcome, the job's end and its token's revocation: one transaction."""
@@ -435,9 +540,11 @@ def routes(jobs: AgentJobs) -> list[BaseRoute]:
                 if answer is not None:
                     return JSONResponse(answer)
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or jobs.queue.signal.closed:
                     return Response(status_code=204)
                 await waiter.wait(left)
+                if jobs.queue.signal.closed:  # shutting down: answer now, claim nothing more
+                    return Response(status_code=204)
 
     def start(call: Call) -> Response:
         doc = _body(call)
@@ -494,6 +601,12 @@ def routes(jobs: AgentJobs) -> list[BaseRoute]:
     def variables(call: Call) -> Response:
         return JSONResponse(jobs.variables(_run_job(call), call.param("job_id")))
 
+    def workload_identity(call: Call) -> Response:
+        doc = _body(call)
+        attempt = _int(doc.get("attempt"), "attempt", least=1)
+        answer = jobs.workload_identity(_run_job(call), call.param("job_id"), attempt, call.source)
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
     def finish(call: Call) -> Response:
         doc = _body(call)
         attempt = _int(doc.get("attempt"), "attempt", least=1)
@@ -516,5 +629,13 @@ def routes(jobs: AgentJobs) -> list[BaseRoute]:
         route("/jobs/{job_id}/plan", put_plan, ["PUT"], auth="job", executor="stream", errors=err),
         route("/jobs/{job_id}/plan", get_plan, ["GET"], auth="job", executor="stream", errors=err),
         route("/jobs/{job_id}/variables", variables, ["GET"], auth="job", errors=err),
+        route(
+            "/jobs/{job_id}/workload-identity",
+            workload_identity,
+            ["POST"],
+            auth="job",
+            limit=SMALL_BODY,
+            errors=err,
+        ),
         route("/jobs/{job_id}/finish", finish, ["POST"], auth="job", limit=SMALL_BODY, errors=err),
     ]

@@ -82,6 +82,18 @@ class JobSignal:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """The server is shutting down: a claim answers at once instead of long-polling."""
+        return self._closed
+
+    def close(self) -> None:
+        """At shutdown: wake every waiting claim (each answers 204 at once) and keep new ones
+        from waiting, so a graceful stop does not wait out the agents' long-polls."""
+        self._closed = True
+        self.wake()
 
     def wake(self, _payload: str = "") -> None:
         with self._lock:

@@ -1,7 +1,8 @@
-"""TFE API handlers for workspace variables: ``/workspaces/:id/vars`` (and ``all-vars``: the
-same list, cairn having no variable sets) and the deprecated ``/vars`` endpoints, which name
-the workspace by filters or a relationship. Lists are not paginated (as in HCP Terraform:
-pytfe and go-tfe read one page); a workspace holds at most ``MAX_PER_WORKSPACE`` variables.
+"""TFE API handlers for workspace variables: ``/workspaces/:id/vars`` and the deprecated
+``/vars`` endpoints, which name the workspace by filters or a relationship
+(``/workspaces/:id/all-vars``, which adds the variable sets', is ``sets_api``'s). Lists are
+not paginated (as in HCP Terraform: pytfe and go-tfe read one page); a workspace holds at
+most ``MAX_PER_WORKSPACE`` variables.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def _value(doc: Document) -> str | None:
     return doc.string("value", max_len=MAX_VALUE_BYTES)
 
 
-def _new(doc: Document) -> NewVariable:
+def new_variable(doc: Document) -> NewVariable:
+    """A new variable from a ``vars`` document (workspace and variable-set variables)."""
     return NewVariable(
         key=doc.string("key", required=True, max_len=MAX_KEY) or "",
         category=doc.string("category", required=True, max_len=32) or "",
@@ -63,7 +65,8 @@ def _new(doc: Document) -> NewVariable:
     )
 
 
-def _change(doc: Document, var_id: str) -> VariableChange:
+def variable_change(doc: Document, var_id: str) -> VariableChange:
+    """An update of variable ``var_id`` from a ``vars`` document."""
     if doc.id is not None and doc.id != var_id:
         raise Invalid(
             f"'data.id' is {doc.id!r} but the request names variable {var_id!r}",
@@ -112,7 +115,7 @@ class Handlers:
         return call.respond([wire.variable(v) for v in views], resource_type="vars")
 
     def create_var(self, call: Call) -> Response:
-        new = _new(call.document("vars"))
+        new = new_variable(call.document("vars"))
         view = self.variables.create(call.caller, call.param("id"), new, call.source)
         return JsonApiResponse({"data": wire.variable(view)}, status_code=201)
 
@@ -122,7 +125,7 @@ class Handlers:
 
     def update_var(self, call: Call) -> Response:
         var_id = call.param("var_id")
-        change = _change(call.document("vars"), var_id)
+        change = variable_change(call.document("vars"), var_id)
         view = self.variables.update(call.caller, var_id, change, call.source, call.param("id"))
         return JsonApiResponse({"data": wire.variable(view)})
 
@@ -160,7 +163,7 @@ class Handlers:
                     pointer="/data/relationships/workspace",
                 )
             ws_id = self.variables.resolve(call.caller, org, ws)
-        view = self.variables.create(call.caller, ws_id, _new(doc), call.source)
+        view = self.variables.create(call.caller, ws_id, new_variable(doc), call.source)
         return JsonApiResponse({"data": wire.variable(view, legacy=True)}, status_code=201)
 
     def legacy_show(self, call: Call) -> Response:
@@ -169,7 +172,7 @@ class Handlers:
 
     def legacy_update(self, call: Call) -> Response:
         var_id = call.param("var_id")
-        change = _change(call.document("vars"), var_id)
+        change = variable_change(call.document("vars"), var_id)
         view = self.variables.update(call.caller, var_id, change, call.source)
         return JsonApiResponse({"data": wire.variable(view, legacy=True)})
 
@@ -184,7 +187,6 @@ def routes(variables: VariablesService) -> list[Route]:
     kw: dict[str, Any] = {"limit": BODY_LIMIT}
     return [
         route("/workspaces/{id}/vars", h.list_vars, ["GET"]),
-        route("/workspaces/{id}/all-vars", h.list_vars, ["GET"]),
         route("/workspaces/{id}/vars", h.create_var, ["POST"], **kw),
         route(one, h.show_var, ["GET"]),
         route(one, h.update_var, ["PATCH"], **kw),

@@ -9,6 +9,7 @@ cannot be made non-sensitive again (HCP Terraform's rule); delete and re-create 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ from cairn.crypto import Keyring
 from cairn.db.engine import Database
 from cairn.errors import Invalid
 from cairn.organizations.model import Organization
-from cairn.variables import store
+from cairn.variables import sets_store, store
 from cairn.variables.model import (
     MAX_PER_WORKSPACE,
     MAX_WORKSPACE_BYTES,
@@ -34,6 +35,13 @@ from cairn.variables.model import (
     check_key,
     check_value,
     sealing_aad,
+)
+from cairn.variables.sets_model import (
+    Level,
+    VariableSetVariable,
+    effective,
+    set_level,
+    set_sealing_aad,
 )
 from cairn.workspaces import store as workspaces
 from cairn.workspaces.model import Workspace
@@ -155,8 +163,18 @@ class Variables:
         aad = sealing_aad(var.id, sensitive=var.sensitive)
         return self._keyring.open(var.value_sealed, aad=aad).decode("utf-8")
 
+    def open_value(self, var: Variable | VariableSetVariable) -> str:
+        """The value of a workspace variable or of a variable set's variable, unsealed."""
+        if isinstance(var, VariableSetVariable):
+            aad = set_sealing_aad(var.varset_id, var.id, sensitive=var.sensitive)
+            return self._keyring.open(var.value_sealed, aad=aad).decode("utf-8")
+        return self._open(var)
+
     def _view(self, org: Organization, ws: Workspace, var: Variable) -> VariableView:
         return VariableView(var, org, ws, None if var.sensitive else self._open(var))
+
+    def view(self, org: Organization, ws: Workspace, var: Variable) -> VariableView:
+        return self._view(org, ws, var)
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -344,14 +362,40 @@ class Variables:
 
     # ---- for runs ----------------------------------------------------------------------------
 
+    def effective(self, s: Session, ws: Workspace) -> Sequence[Variable | VariableSetVariable]:
+        """The variables in effect on a workspace: its own and those of the variable sets
+        that apply to it, one per category and key, as HCP Terraform's precedence decides
+        (``sets_model``); Terraform variables first, each category by key."""
+        own = store.of_workspace(s, ws.id)
+        applied = sets_store.applicable(s, ws)
+        if not applied:
+            return own
+        ranked = {
+            vs.id: (
+                set_level(is_global=vs.is_global, priority=vs.priority, on_workspace=direct),
+                vs.name,
+            )
+            for vs, direct in applied
+        }
+        candidates: list[tuple[Level, str, Variable | VariableSetVariable]] = [
+            (Level.WORKSPACE_VARIABLES, "", v) for v in own
+        ]
+        for v in sets_store.variables_of(s, list(ranked)):
+            level, name = ranked[v.varset_id]
+            candidates.append((level, name, v))
+        return effective(candidates, lambda v: (v.category, v.key))
+
     def for_job(self, s: Session, workspace_id: str) -> JobVariables:
-        """The workspace's variables, unsealed, for a run's job (in the caller's transaction;
-        the caller has authorized the job)."""
+        """The variables in effect on the workspace (its own and its variable sets',
+        ``effective``), unsealed, for a run's job (in the caller's transaction; the caller has
+        authorized the job)."""
         terraform: list[TerraformValue] = []
         env: list[EnvValue] = []
         sensitive: set[str] = set()
-        for var in store.of_workspace(s, workspace_id):
-            value = self._open(var)
+        ws = s.get(Workspace, workspace_id)
+        chosen = self.effective(s, ws) if ws is not None else []
+        for var in chosen:
+            value = self.open_value(var)
             if var.category == "terraform":
                 terraform.append(TerraformValue(var.key, value, var.hcl))
             else:

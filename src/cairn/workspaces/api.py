@@ -10,7 +10,10 @@ from starlette.routing import Route
 
 from cairn.authz.subject import Subject
 from cairn.errors import BadRequest, Invalid
-from cairn.organizations.service import check_execution_mode
+from cairn.organizations.service import (
+    check_execution_mode,
+    check_speculative_plan_credentials,
+)
 from cairn.paging import Page
 from cairn.tfeapi.http import Call, no_content, route
 from cairn.tfeapi.jsonapi import (
@@ -110,6 +113,11 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
     pool = doc.string("agent-pool-id", max_len=32)
     if pool is None and "agent-pool-id" in doc.attributes:
         pool = ""  # an explicit null clears the pool
+    spc = doc.string("speculative-plan-credentials", max_len=24)
+    if spc is not None:
+        check_speculative_plan_credentials(spc, "/data/attributes/speculative-plan-credentials")
+    elif "speculative-plan-credentials" in doc.attributes:
+        spc = ""  # an explicit null: the organization's default again
     return WorkspaceSettings(
         name=doc.string("name", required=creating, max_len=90),
         description=doc.string("description", max_len=1000),
@@ -122,6 +130,7 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
         speculative_enabled=doc.boolean("speculative-enabled"),
         queue_all_runs=doc.boolean("queue-all-runs"),
         agent_pool_id=pool,
+        speculative_plan_credentials=spc,
         project_id=doc.relationship_id("project", "projects"),
         tags=tags,
     )

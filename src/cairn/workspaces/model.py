@@ -63,6 +63,9 @@ class Workspace(Base):
     allow_destroy_plan: Mapped[bool] = mapped_column(Boolean, default=True)
     global_remote_state: Mapped[bool] = mapped_column(Boolean, default=False)
     speculative_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # ``speculative-plan-credentials`` (``organizations.model.SPECULATIVE_PLAN_CREDENTIALS``);
+    # NULL: the organization's default.
+    speculative_plan_credentials: Mapped[str | None] = mapped_column(String(24), nullable=True)
     queue_all_runs: Mapped[bool] = mapped_column(Boolean, default=False)
     source: Mapped[str] = mapped_column(String(32), default="tfe-api")
     # The lock: its holder's JSON:API type (authz.subject.USER_TYPE, later runs) and ID.

@@ -53,6 +53,8 @@ class WorkspaceSettings:
     # The agent pool (``execution-mode: agent``); "" clears it. Checked by the agents domain
     # (``WorkspaceHooks.check_settings``). Changing the mode to another one clears it too.
     agent_pool_id: str | None = None
+    # same | distinct_subject | none; "" clears it (the organization's default again).
+    speculative_plan_credentials: str | None = None
     project_id: str | None = None
     tags: list[str] = field(default_factory=list)
 
@@ -143,6 +145,7 @@ class WorkspaceService:
                 else change.speculative_enabled,
                 queue_all_runs=bool(change.queue_all_runs),
                 agent_pool_id=change.agent_pool_id or None,
+                speculative_plan_credentials=change.speculative_plan_credentials or None,
                 created_at=now,
                 updated_at=now,
             )
@@ -170,6 +173,8 @@ class WorkspaceService:
                     setattr(ws, attr, value)
             if change.agent_pool_id is not None:
                 ws.agent_pool_id = change.agent_pool_id or None
+            if change.speculative_plan_credentials is not None:
+                ws.speculative_plan_credentials = change.speculative_plan_credentials or None
             elif change.execution_mode is not None and change.execution_mode != "agent":
                 ws.agent_pool_id = None  # leaving agent execution leaves its pool
             if change.project_id is not None and change.project_id != ws.project_id:

@@ -98,6 +98,11 @@ def workspace(v: WorkspaceView) -> dict[str, Any]:
             "global-remote-state": ws.global_remote_state,
             "queue-all-runs": ws.queue_all_runs,
             "speculative-enabled": ws.speculative_enabled,
+            # cairn's: what a speculative plan's workload-identity tokens look like (its own
+            # setting, else the organization's default; setting-overwrites tells which).
+            "speculative-plan-credentials": (
+                ws.speculative_plan_credentials or org.speculative_plan_credentials
+            ),
             "structured-run-output-enabled": False,
             "source": ws.source,
             "source-name": None,
@@ -118,7 +123,11 @@ def workspace(v: WorkspaceView) -> dict[str, Any]:
             "created-at": iso8601(ws.created_at),
             "updated-at": iso8601(ws.updated_at),
             # Set on the workspace itself, not inherited from the organization's defaults.
-            "setting-overwrites": {"execution-mode": True, "agent-pool": True},
+            "setting-overwrites": {
+                "execution-mode": True,
+                "agent-pool": True,
+                "speculative-plan-credentials": ws.speculative_plan_credentials is not None,
+            },
             "actions": {"is-destroyable": manage},
             "permissions": {
                 "can-update": manage,

@@ -43,7 +43,11 @@ def test_openid_configuration_shape() -> None:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["openid"],
-        "claims_supported": [*tokens.STANDARD_CLAIMS, *tokens.TERRAFORM_CLAIMS],
+        "claims_supported": [
+            *tokens.STANDARD_CLAIMS,
+            *tokens.TERRAFORM_CLAIMS,
+            tokens.SPECULATIVE_CLAIM,
+        ],
     }
     assert b" " not in doc.body  # compact
     assert doc.headers() == {

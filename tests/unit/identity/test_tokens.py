@@ -118,6 +118,23 @@ def test_speculative_plans_are_marked() -> None:
         _claims(speculative=True, phase="apply")
 
 
+def test_run_tokens_always_say_whether_the_run_is_speculative() -> None:
+    assert _claims(speculative=False)[tokens.SPECULATIVE_CLAIM] == "false"
+    assert _claims(speculative=False, phase="apply")[tokens.SPECULATIVE_CLAIM] == "false"
+
+
+def test_a_distinct_subject_for_speculative_plans() -> None:
+    claims = _claims(speculative=True, phase="speculative_plan")
+    assert claims["sub"] == (
+        "organization:acme:project:Default Project:workspace:networking-prod"
+        ":run_phase:speculative_plan"
+    )
+    assert claims["terraform_run_phase"] == "speculative_plan"
+    for speculative in (None, False):
+        with pytest.raises(InvalidTokenRequest, match="speculative_plan"):
+            _claims(speculative=speculative, phase="speculative_plan")
+
+
 @pytest.mark.parametrize(
     "field", ["organization_name", "project_name", "workspace_name", "workspace_id"]
 )
