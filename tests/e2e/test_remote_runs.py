@@ -466,8 +466,13 @@ def test_apply_runs_remotely_and_writes_state(
     assert apply_phase["status"] == "finished"
     assert apply_phase["resource-additions"] == 3
     version = tfe.current_state_version(site.api, ws_id)
-    written_by = version["relationships"]["run"]["data"]
-    assert written_by is None or written_by["id"] == run_id  # cairn leaves it empty for now
+    # The state version names the run that wrote it, not a user.
+    assert version["relationships"]["run"]["data"] == {"id": run_id, "type": "runs"}
+    assert version["relationships"]["created-by"]["data"] is None
+    included = site.api.get(
+        f"/api/v2/state-versions/{version['id']}", params={"include": "run"}
+    ).json()
+    assert [(r["type"], r["id"]) for r in included.get("included", [])] == [("runs", run_id)]
     state = site.state(ws_id)
     addresses = {
         f"{r['type']}.{r['name']}[{i['index_key']}]"

@@ -126,6 +126,17 @@ class Holder:
 RUN_TYPE: Final = "runs"
 
 
+def run_of(subject: Subject) -> str | None:
+    """The run a subject acts for (a run's job), or None."""
+    return subject.run_id if isinstance(subject, RunJob) else None
+
+
+def creator_of(subject: Subject) -> str | None:
+    """The user (or service account) a subject's writes are created by; None for a run's
+    job, whose writes are the run's (``run_of``)."""
+    return None if isinstance(subject, RunJob) else subject.id
+
+
 def holder_of(subject: Subject) -> Holder:
     """The lock holder a subject takes locks as: a run job holds its run's lock."""
     if isinstance(subject, RunJob):

@@ -305,9 +305,10 @@ def routes(states: States, uploads: Uploads, resolve: Resolver, limits: Limits) 
 
 
 def offer_includes(includes: Includes, states: States, uploads: Uploads, public_url: str) -> None:
-    """What ``include=`` can name on state versions (HCP Terraform's list; runs do not exist
-    yet, so ``run…`` includes nothing), and the state's side of workspace includes: state
-    versions by ID, a state version's outputs and a workspace's (current) outputs."""
+    """What ``include=`` can name on state versions (HCP Terraform's list; ``run…`` follows
+    the run that wrote the version, loaded by the runs domain), and the state's side of
+    workspace includes: state versions by ID, a state version's outputs and a workspace's
+    (current) outputs."""
     includes.offer(
         "state-versions",
         "created_by",

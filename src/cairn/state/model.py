@@ -46,6 +46,8 @@ class StateVersion(Base):
     json_upload_nonce: Mapped[str | None] = mapped_column(String(64), nullable=True)
     rolled_back_from_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_by_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The run whose apply wrote it (through its job token); None for people and tokens.
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

@@ -16,7 +16,7 @@ from sqlalchemy import delete, update
 from cairn import authz, ids
 from cairn.audit.log import Actor, record
 from cairn.authz.permissions import STATE_READ, STATE_READ_OUTPUTS
-from cairn.authz.subject import Subject, holder_of
+from cairn.authz.subject import Subject, creator_of, holder_of, run_of
 from cairn.blobs.store import BlobRef, BlobStore
 from cairn.clock import Clock
 from cairn.db.engine import Database, affected
@@ -215,7 +215,8 @@ class StateService:
                 md5=new.md5,
                 force=new.force,
                 status="pending",
-                created_by_id=caller.id,
+                created_by_id=creator_of(caller),
+                run_id=run_of(caller),
                 created_at=now,
             )
             s.add(sv)
@@ -239,7 +240,8 @@ class StateService:
                 md5=new.md5,
                 force=new.force,
                 status="pending",
-                created_by_id=caller.id,
+                created_by_id=creator_of(caller),
+                run_id=run_of(caller),
                 created_at=self._clock.now(),
                 upload_nonce=secrets.token_hex(16),
                 json_upload_nonce=secrets.token_hex(16),

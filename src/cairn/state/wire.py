@@ -51,7 +51,7 @@ def state_version(v: VersionView, base_url: str, upload_token: UploadToken) -> d
             else None,
         },
         "relationships": {
-            "run": {"data": None},
+            "run": {"data": {"id": sv.run_id, "type": "runs"} if sv.run_id else None},
             "created-by": {
                 "data": {"id": sv.created_by_id, "type": USER_TYPE} if sv.created_by_id else None
             },
