@@ -231,6 +231,8 @@ def _handler(fake: FakeCairn) -> type[BaseHTTPRequestHandler]:
                 return self._send(204)
             if action == "configuration":
                 return self._send(200, job.config, "application/octet-stream")
+            if action == "workload-identity":  # the workspace asks for no dynamic credentials
+                return self._send(200, {"expires_at": "2030-01-01T00:00:00Z", "configs": []})
             if action == "variables":
                 return self._send(
                     200,

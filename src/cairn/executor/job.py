@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import IO, Literal
 
 from cairn.errors import CairnError
-from cairn.executor import archive, terraform
+from cairn.executor import archive, credentials, terraform
 from cairn.executor.protocol import (
     MAX_CONFIG_BYTES,
     MAX_LOG_CHUNK,
     AgentClient,
+    CredentialsRefused,
     Finish,
     Job,
     LeaseLost,
@@ -59,6 +60,8 @@ class ExecutorSettings:
     heartbeat_s: float | None = None  # default: what the server said at registration
     kill_grace_s: float = 10.0
     inherited_env: Mapping[str, str] | None = field(default=None, repr=False)
+    # where Google's STS and IAM credentials APIs are (written into GCP credential files)
+    credential_endpoints: credentials.Endpoints = field(default_factory=credentials.Endpoints)
 
 
 class JobFailed(CairnError):
@@ -253,6 +256,7 @@ class JobRun:
         self._done = threading.Event()
         self._deadline = time.monotonic() + max(1.0, job.timeout_s)
         self._log: LogStream | None = None
+        self._injection: credentials.Injection | None = None
 
     # -- signals from the heartbeat or the worker --------------------------------------------
 
@@ -341,6 +345,8 @@ class JobRun:
                 except Exception as exc:  # the run must end, not hang
                     log.exception("job crashed", extra={"job_id": job.job_id})
                     outcome = self._failed(f"the executor failed: {type(exc).__name__}")
+                finally:
+                    self._close_credentials()
                 if outcome.error and not self._lease_lost:
                     self._log.line(outcome.error)
                 self._log.close()
@@ -358,6 +364,36 @@ class JobRun:
             log.error("finish was refused", extra={"job_id": job.job_id, "failure": str(exc)})
             return None
         return outcome
+
+    def _close_credentials(self) -> None:
+        """The phase is over (whatever its outcome): revoke Vault tokens, delete the files."""
+        injection, self._injection = self._injection, None
+        if injection is None:
+            return
+        try:
+            injection.close()
+        except Exception:  # cleanup must not turn a result into a crash
+            log.exception(
+                "removing the dynamic credentials failed", extra={"job_id": self.job.job_id}
+            )
+
+    def _inject(self, workdir: Path, logstream: LogStream) -> credentials.Injection:
+        """Ask the server for the job's dynamic credentials and put them in place (before
+        Terraform starts: a misconfiguration fails the phase here)."""
+        try:
+            grant = credentials.Grant.from_json(self.client.workload_identity(self.job))
+        except CredentialsRefused as exc:
+            raise JobFailed(exc.detail) from None
+        injection = credentials.Injection(
+            grant,
+            credentials.run_directory(self.settings.work_root, self.job.run_id),
+            workdir=workdir,
+            endpoints=self.settings.credential_endpoints,
+            notify=logstream.line,
+            on_secret=logstream.add_secrets,
+        )
+        self._injection = injection
+        return injection.open()
 
     def _failed(self, reason: str) -> Finish:
         reason = " ".join(reason.split())
@@ -413,6 +449,8 @@ class JobRun:
         self._check()
         variables = self.client.variables(job)
         logstream.add_secrets(variables.sensitive)
+        self._check()
+        injection = self._inject(workdir, logstream)
         home = root / "home"
         (home / ".terraform.d").mkdir(parents=True, mode=0o700)
         base = (
@@ -442,6 +480,7 @@ class JobRun:
             organization=job.organization_name,
             workspace=job.workspace_name,
         )
+        env.update(injection.env)
 
         init_out = root / "init.out"
         rc = self._exec(terraform.init_command(binary), workdir, env, capture=init_out)

@@ -75,6 +75,17 @@ class LogOffset(ProtocolError):
         self.offset = offset
 
 
+class CredentialsRefused(ProtocolError):
+    """The server refused the job's dynamic credentials (a misconfiguration, 422): the phase
+    fails before Terraform starts, with ``detail`` (naming the variable to fix) as its reason."""
+
+    code = "credentials-refused"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, status=422, error="credentials")
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class Registration:
     agent_id: str
@@ -505,6 +516,23 @@ class AgentClient:
         if response.status_code != 200:
             raise self._fail(response, "variables")
         return JobVariables.from_json(self._json(response, "variables"))
+
+    def workload_identity(self, job: Job) -> dict[str, Any]:
+        """The job's dynamic credentials: ``{"expires_at", "configs": [...]}`` with one fresh
+        token per configuration. A misconfiguration raises ``CredentialsRefused``."""
+        what = "workload identity"
+        url = job.urls.get("workload_identity") or (
+            job.urls["start"].removesuffix("/start") + "/workload-identity"
+        )
+        response = self._request(
+            "POST", url, job.job_token, json_body={"attempt": job.attempt}, what=what
+        )
+        if response.status_code == 200:
+            return self._json(response, what)
+        code, detail, _ = _error_of(response)
+        if response.status_code == 422 and code == "credentials":
+            raise CredentialsRefused(detail or "the workspace's dynamic credentials are invalid")
+        raise self._fail(response, what)
 
     def finish(self, job: Job, outcome: Finish) -> None:
         response = self._request(

@@ -351,8 +351,6 @@ class AgentJobs:
         the phase's timeout capped by the issuer's maximum lifetime. Each mint is audited
         (its ``jti``, never the token) in the same transaction. A misconfiguration is a
         CredentialsError (422 ``credentials``) and mints nothing."""
-        if self._issuer is None:
-            raise Unavailable("this server has no workload-identity issuer configured")
         now = self._clock.now()
         with self._db.unit_of_work(write=True) as s:
             job = self._job(s, caller, job_id, attempt)
@@ -373,6 +371,10 @@ class AgentJobs:
             timeout_at = job.timeout_at or now + (
                 self.queue.apply_timeout if phase == "apply" else self.queue.plan_timeout
             )
+            if not configs:  # the workspace asks for nothing: nothing to mint
+                return {"expires_at": iso8601(timeout_at), "configs": []}
+            if self._issuer is None:
+                raise Unavailable("this server has no workload-identity issuer configured")
             ttl = timeout_at - now
             if ttl <= timedelta(0):
                 raise NotAcceptable(
