@@ -347,15 +347,24 @@ def direct_environment(home: Path) -> dict[str, str]:
     return env
 
 
-def direct_run(binary: Path, root: Path, n: int) -> None:
-    """``terraform init && terraform plan`` in a fresh directory (then removed)."""
+def direct_run(binary: Path, root: Path, n: int, *, saved_plan: bool = False) -> None:
+    """``terraform init && terraform plan`` in a fresh directory (then removed). With
+    ``saved_plan``: ``init && plan -out && show -json`` — the least any server must run to
+    offer the JSON plan the issue asks for, with local state and nothing around it: the
+    ceiling of the ratio."""
     work = Path(tempfile.mkdtemp(prefix=f"direct-{n}-", dir=root))
     (work / "main.tf").write_bytes(MAIN_TF)
     env = direct_environment(work)
-    for argv in (
+    commands = [
         [str(binary), "init", "-input=false", "-no-color"],
         [str(binary), "plan", "-input=false", "-no-color"],
-    ):
+    ]
+    if saved_plan:
+        commands[1:] = [
+            [str(binary), "plan", "-input=false", "-no-color", "-out=tfplan"],
+            [str(binary), "show", "-no-color", "-json", "tfplan"],
+        ]
+    for argv in commands:
         subprocess.run(
             argv, cwd=work, env=env, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL
         )
@@ -438,6 +447,7 @@ def noop_rate(
     steps: dict[str, Callable[[int], None]] = {
         "cairn": lambda _n: through_cairn(),
         "direct": lambda n: direct_run(binary, root, n),
+        "saved": lambda n: direct_run(binary, root, n, saved_plan=True),
         "job": lambda n: job_commands_run(cairn, org, binary, root, n),
     }
     seconds: dict[str, list[float]] = {name: [] for name in steps}
@@ -450,6 +460,7 @@ def noop_rate(
     labels = {
         "cairn": "through cairn (no-op run)",
         "direct": "direct: init && plan",
+        "saved": "direct: init, plan -out, show -json",
         "job": "direct: a plan job's commands",
     }
     print(
@@ -463,6 +474,12 @@ def noop_rate(
     print(
         f"   cairn / direct init && plan: {ratio:.2f}x   target ≥ {RATIO_TARGET}x: "
         f"{verdict(ratio >= RATIO_TARGET)}"
+    )
+    print(
+        f"   ceiling: direct init, plan -out, show -json / direct init && plan: "
+        f"{rate['saved'] / rate['direct']:.2f}x — a run must save its plan and render the JSON "
+        "plan (json-output), so no server, with local state and no overhead at all, reaches "
+        "more than this"
     )
     print(
         f"   cairn / the job's commands run directly: {rate['cairn'] / rate['job']:.2f}x "
