@@ -173,10 +173,10 @@ class WorkspaceService:
                     setattr(ws, attr, value)
             if change.agent_pool_id is not None:
                 ws.agent_pool_id = change.agent_pool_id or None
-            if change.speculative_plan_credentials is not None:
-                ws.speculative_plan_credentials = change.speculative_plan_credentials or None
             elif change.execution_mode is not None and change.execution_mode != "agent":
                 ws.agent_pool_id = None  # leaving agent execution leaves its pool
+            if change.speculative_plan_credentials is not None:
+                ws.speculative_plan_credentials = change.speculative_plan_credentials or None
             if change.project_id is not None and change.project_id != ws.project_id:
                 moved_to = store.placement(
                     s, caller, org, change.project_id, doing="move workspaces into"
