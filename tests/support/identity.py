@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,13 +28,16 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwcrypto import jwk as jc_jwk
 from jwcrypto import jwt as jc_jwt
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from cairn import ids
+from cairn.audit.log import Actor
 from cairn.crypto import Keyring
 from cairn.db.engine import Database, make_engine
-from cairn.identity.keys import open_private_key, private_key_der
+from cairn.identity import lifecycle
+from cairn.identity.keys import generate, open_private_key, private_key_der
 from cairn.identity.model import OidcSigningKey
-from cairn.identity.store import to_signing_key
+from cairn.identity.store import SqlKeyStore, to_signing_key
 from tests.support.server import CairnServer
 
 DISCOVERY = "/.well-known/openid-configuration"
@@ -384,3 +388,56 @@ def wait_for(
             described = what() if callable(what) else what
             raise AssertionError(f"not within {timeout} s: {described}")
         time.sleep(interval)
+
+
+# --- seeding key versions (rotation tests) ----------------------------------------------------
+
+
+def seed_first_version(database_url: str, secret: str, first_version: int) -> list[str]:
+    """Replace the key set of a stopped server by a first key set whose active key has version
+    `first_version` (and its next key `first_version + 1`), through cairn's own lifecycle and
+    store, so a few rotations cross 9 → 10 or 99 → 100. Returns the new kids."""
+    db = Database(make_engine(database_url, pool_size=1))
+    try:
+        with db.unit_of_work(write=True) as s:
+            s.execute(delete(OidcSigningKey))
+            s.commit()
+        now = datetime.now(UTC)
+        plan = lifecycle.initial(now, lifecycle.RotationPolicy(), first_version=first_version)
+        keys = SqlKeyStore(db, Keyring(secret)).apply(
+            plan, actor=Actor(None, "rotation test seed"), at=now
+        )
+        return [key.kid for key in keys]
+    finally:
+        db.dispose()
+
+
+def seed_retired_history(database_url: str, versions: Iterable[int]) -> None:
+    """Insert long-retired keys (ES256, no private key, out of the JWKS since an hour) at
+    `versions`: the history a server keeps until it is trimmed. The next rotation then numbers
+    its new key after the highest of them (new versions are the highest version + 1)."""
+    now = datetime.now(UTC)
+    db = Database(make_engine(database_url, pool_size=1))
+    try:
+        with db.unit_of_work(write=True) as s:
+            for version in versions:
+                made = generate("ES256")
+                s.add(
+                    OidcSigningKey(
+                        id=ids.new_id("signing_key"),
+                        version=version,
+                        kid=made.kid,
+                        alg="ES256",
+                        state="retired",
+                        public_jwk=json.dumps(dict(made.public_jwk), separators=(",", ":")),
+                        sealed_private_key=None,
+                        created_at=now - timedelta(days=2),
+                        published_at=now - timedelta(days=2),
+                        activated_at=now - timedelta(days=1, hours=12),
+                        retired_at=now - timedelta(days=1),
+                        retire_until=now - timedelta(hours=1),
+                    )
+                )
+            s.commit()
+    finally:
+        db.dispose()

@@ -151,17 +151,20 @@ def agent(
     try:
         while thread.is_alive():
             thread.join(0.5)
-            if signals["count"] >= 2 and not worker.busy:
-                break  # idle in a long-poll: do not wait for it; deregister and leave
+            if signals["count"] >= 1 and not worker.busy:
+                # Idle in a long-poll: do not wait it out; deregister and leave. (A job the
+                # claim hands out meanwhile is never started, and the server queues it again.)
+                break
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         if thread.is_alive() and client.registration is not None:
             try:
                 client.deregister()
             except Exception:  # leaving anyway; the server marks it lost
                 log.warning("deregister failed on exit")
         client.close()
+        # Only now: a signal during the cleanup above must not kill the agent mid-way.
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if worker.failure:
         raise click.ClickException(f"cairn refused the agent: {worker.failure}")
     stats = worker.stats
