@@ -245,6 +245,7 @@ class AgentProcess:
     log_path: Path
     proc: subprocess.Popen[bytes]
     killed: bool = field(default=False)
+    signals: int = field(default=0)  # SIGTERMs sent: a second one means "stop now"
 
     @property
     def pid(self) -> int:
@@ -269,12 +270,14 @@ class AgentProcess:
     def signal_stop(self) -> None:
         """SIGTERM: finish the current job, deregister, exit (within a claim long-poll)."""
         if self.proc.poll() is None:
+            self.signals += 1
             self.proc.send_signal(signal.SIGTERM)
 
     def stop(self) -> int:
         """SIGTERM (finish, deregister, exit); SIGKILL of the group when it does not exit."""
         if self.proc.poll() is None:
-            self.signal_stop()
+            if not self.signals:  # a second SIGTERM would mean "stop now", not "stop"
+                self.signal_stop()
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
