@@ -108,6 +108,52 @@ class EnvValue(NamedTuple):
         return f"EnvValue(key={self.key!r})"
 
 
+class CheckedChange(NamedTuple):
+    """A change checked against the variable it changes: its new category and key, the new
+    value's bytes (None: unchanged) and the names of the attributes it changes."""
+
+    category: Category
+    key: str
+    raw: bytes | None
+    changed: list[str]
+
+
+def check_change(var: Any, change: VariableChange) -> CheckedChange:
+    """``change`` applied to ``var`` (a workspace's or a variable set's variable), checked:
+    a valid key for the category, a value within the limits, and a sensitive variable never
+    made non-sensitive (422s). ``value`` counts as changed whenever one is sent, never
+    compared: an unchanged version-id would tell a writer whether a guess of a sensitive
+    value was right."""
+    category: Category = check_category(
+        change.category if change.category is not None else var.category
+    )
+    raw = check_value(change.value) if change.value is not None else None
+    key = change.key if change.key is not None else var.key
+    if change.key is not None or change.category is not None:
+        where = "key" if change.key is not None else "category"
+        check_key(key, category, f"/data/attributes/{where}")
+    if var.sensitive and change.sensitive is False:
+        raise Invalid(
+            f"variable {var.key!r} is sensitive and cannot be made non-sensitive; delete "
+            "it and create it again to change that",
+            pointer="/data/attributes/sensitive",
+        )
+    changed = [
+        name
+        for name, new, old in (
+            ("key", key, var.key),
+            ("category", category, var.category),
+            ("description", change.description, var.description),
+            ("hcl", change.hcl, var.hcl),
+            ("sensitive", change.sensitive, var.sensitive),
+        )
+        if new is not None and new != old
+    ]
+    if raw is not None:
+        changed.append("value")
+    return CheckedChange(category, key, raw, changed)
+
+
 @dataclass(frozen=True, repr=False)
 class JobVariables:
     """What a run's job is given: the workspace's variables, unsealed. Only for building the
@@ -269,40 +315,7 @@ class Variables:
                 workspaces.target(org, ws),
                 doing="change the variables of",
             )
-            category: Category = check_category(
-                change.category if change.category is not None else var.category
-            )
-            raw = check_value(change.value) if change.value is not None else None
-            key = change.key if change.key is not None else var.key
-            if change.key is not None or change.category is not None:
-                check_key(
-                    key,
-                    category,
-                    "/data/attributes/key"
-                    if change.key is not None
-                    else "/data/attributes/category",
-                )
-            if var.sensitive and change.sensitive is False:
-                raise Invalid(
-                    f"variable {var.key!r} is sensitive and cannot be made non-sensitive; delete "
-                    "it and create it again to change that",
-                    pointer="/data/attributes/sensitive",
-                )
-            changed = [
-                name
-                for name, new, old in (
-                    ("key", key, var.key),
-                    ("category", category, var.category),
-                    ("description", change.description, var.description),
-                    ("hcl", change.hcl, var.hcl),
-                    ("sensitive", change.sensitive, var.sensitive),
-                )
-                if new is not None and new != old
-            ]
-            if raw is not None:
-                # Always a change (never compared): an unchanged version-id would tell a
-                # writer whether a guess of a sensitive value was right.
-                changed.append("value")
+            category, key, raw, changed = check_change(var, change)
             if not changed:
                 return self._view(org, ws, var)
             store.hold_workspace(s, ws.id)

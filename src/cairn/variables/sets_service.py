@@ -30,8 +30,14 @@ from cairn.organizations import store as orgs
 from cairn.organizations.model import Organization
 from cairn.paging import Page
 from cairn.variables import sets_store as store
-from cairn.variables.model import Category, check_category, check_key, check_value
-from cairn.variables.service import NewVariable, VariableChange, Variables, VariableView
+from cairn.variables.model import check_category, check_key, check_value
+from cairn.variables.service import (
+    NewVariable,
+    VariableChange,
+    Variables,
+    VariableView,
+    check_change,
+)
 from cairn.variables.sets_model import (
     MAX_SET_BYTES,
     MAX_SETS_PER_ORGANIZATION,
@@ -482,33 +488,7 @@ class VariableSets:
         with self._db.unit_of_work(write=True) as s:
             org, vs = self._managed(s, caller, set_id)
             var = store.find_var(s, vs, var_id)
-            category: Category = check_category(
-                change.category if change.category is not None else var.category
-            )
-            raw = check_value(change.value) if change.value is not None else None
-            key = change.key if change.key is not None else var.key
-            if change.key is not None or change.category is not None:
-                where = "key" if change.key is not None else "category"
-                check_key(key, category, f"/data/attributes/{where}")
-            if var.sensitive and change.sensitive is False:
-                raise Invalid(
-                    f"variable {var.key!r} is sensitive and cannot be made non-sensitive; delete "
-                    "it and create it again to change that",
-                    pointer="/data/attributes/sensitive",
-                )
-            changed = [
-                name
-                for name, new, old in (
-                    ("key", key, var.key),
-                    ("category", category, var.category),
-                    ("description", change.description, var.description),
-                    ("hcl", change.hcl, var.hcl),
-                    ("sensitive", change.sensitive, var.sensitive),
-                )
-                if new is not None and new != old
-            ]
-            if raw is not None:
-                changed.append("value")  # always: see Variables.update
+            category, key, raw, changed = check_change(var, change)
             if not changed:
                 return self._var_view(vs, var)
             if "key" in changed or "category" in changed:
