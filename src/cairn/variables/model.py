@@ -34,12 +34,9 @@ _TERRAFORM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class Variable(Base):
-    __tablename__ = "variables"
-    # The unique index (workspace first) is also how a workspace's variables are looked up.
-    __table_args__ = (UniqueConstraint("workspace_id", "category", "key"),)
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+class VariableColumns:
+    """What a workspace's variable and a variable set's variable both hold (a mixin)."""
+
     key: Mapped[str] = mapped_column(String(MAX_KEY))
     category: Mapped[str] = mapped_column(String(16))  # terraform | env
     hcl: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -51,6 +48,14 @@ class Variable(Base):
     version_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Variable(VariableColumns, Base):
+    __tablename__ = "variables"
+    # The unique index (workspace first) is also how a workspace's variables are looked up.
+    __table_args__ = (UniqueConstraint("workspace_id", "category", "key"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
 
     def __repr__(self) -> str:  # never the value, sealed or not
         return (

@@ -23,11 +23,15 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Final, TypeVar
 
-from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cairn.db.base import Base, UTCDateTime
-from cairn.variables.model import MAX_DESCRIPTION, MAX_KEY, MAX_PER_WORKSPACE, sealing_aad
+from cairn.variables.model import (
+    MAX_PER_WORKSPACE,
+    VariableColumns,
+    sealing_aad,
+)
 
 MAX_NAME: Final = 128
 MAX_SET_DESCRIPTION: Final = 1000
@@ -53,21 +57,12 @@ class VariableSet(Base):
         return f"VariableSet(id={self.id!r}, name={self.name!r}, global={self.is_global!r})"
 
 
-class VariableSetVariable(Base):
+class VariableSetVariable(VariableColumns, Base):
     __tablename__ = "variable_set_variables"
     # The unique index (set first) is also how a set's variables are looked up.
     __table_args__ = (UniqueConstraint("varset_id", "category", "key"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     varset_id: Mapped[str] = mapped_column(ForeignKey("variable_sets.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(MAX_KEY))
-    category: Mapped[str] = mapped_column(String(16))  # terraform | env
-    hcl: Mapped[bool] = mapped_column(Boolean, default=False)
-    sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
-    description: Mapped[str | None] = mapped_column(String(MAX_DESCRIPTION), nullable=True)
-    value_sealed: Mapped[bytes] = mapped_column(LargeBinary)
-    version_id: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     def __repr__(self) -> str:  # never the value, sealed or not
         return (
