@@ -250,40 +250,16 @@ class Issuer:
         if run_id is not None and not _RUN_ID.fullmatch(run_id):
             raise Invalid("run_id must look like run-<letters and digits>", pointer="/run_id")
         run_id = run_id or ids.new_id("run")
-        workload = tokens.Workload(
-            organization_id=place.organization_id,
-            organization_name=place.organization_name,
-            project_id=place.project_id,
-            project_name=place.project_name,
-            workspace_id=place.workspace_id,
-            workspace_name=place.workspace_name,
-        )
-        now = self._clock.now()
-        claims = tokens.workload_claims(
-            issuer=self.issuer_url,
-            audience=audience,
-            workload=workload,
-            run_id=run_id,
-            phase=phase,  # narrowed to RUN_PHASES above
-            now=now,
-            ttl=ttl,
-            max_ttl=self.policy.max_token_ttl,
-        )
-        signer = self.signer()
-        token = signer.sign(claims)
-        record(
+        return self._sign(
             None,
-            at=now,
-            actor=Actor(caller.id, caller.name, source_address),
-            action="oidc.token.mint",
-            subject=str(claims["sub"]),
-            jti=claims["jti"],
-            kid=signer.kid,
-            aud=claims["aud"],
-            exp=claims["exp"],
+            place,
+            audience=audience,
+            phase=phase,  # narrowed to RUN_PHASES above
+            speculative=None,
+            ttl=ttl,
             run_id=run_id,
+            actor=Actor(caller.id, caller.name, source_address),
         )
-        return Minted(token, tokens.expires_at(claims), run_id, str(claims["jti"]), signer.kid)
 
     def mint_for_job(
         self,
@@ -304,6 +280,34 @@ class Issuer:
         ``speculative_plan`` for a speculative plan under ``distinct_subject``. The audit event
         (``oidc.token.mint`` with the ``jti``, never the token) is recorded in ``s``'s
         transaction, which the caller commits before answering."""
+        return self._sign(
+            s,
+            place,
+            audience=audience,
+            phase=phase,
+            speculative=speculative,
+            ttl=ttl,
+            run_id=run_id,
+            actor=actor,
+            config=config,
+        )
+
+    def _sign(
+        self,
+        s: Session | None,
+        place: Place,
+        *,
+        audience: str | list[str],
+        phase: tokens.TokenPhase,
+        speculative: bool | None,
+        ttl: timedelta,
+        run_id: str,
+        actor: Actor,
+        **audited: str,
+    ) -> Minted:
+        """Sign a workload token for ``place`` with the active key and audit it
+        (``oidc.token.mint``: its ``jti``, never the token) in ``s``'s transaction, or on its
+        own when ``s`` is None."""
         if place.project_id is None or place.project_name is None:
             raise NotFound("the workspace's project no longer exists")
         workload = tokens.Workload(
@@ -339,7 +343,7 @@ class Issuer:
             aud=claims["aud"],
             exp=claims["exp"],
             run_id=run_id,
-            config=config,
+            **audited,
         )
         return Minted(token, tokens.expires_at(claims), run_id, str(claims["jti"]), signer.kid)
 
