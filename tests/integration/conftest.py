@@ -10,12 +10,15 @@ HTTP.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import BACKENDS, TEST_SECRET_KEY
+from tests.support.app import SECRET_KEY
 from tests.support.postgres import PostgresCluster
 from tests.support.server import CairnServer
 
@@ -56,3 +59,21 @@ def replicas(
     finally:
         for srv in servers:
             srv.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    admin_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:
+    """An in-process cairn's data directory, admin token and settings, on SQLite and on a
+    fresh PostgreSQL database (for tests whose subprocesses open the same database)."""
+    for name in list(os.environ):
+        if name.startswith("CAIRN_"):
+            monkeypatch.delenv(name)
+    settings: dict[str, Any] = {"secret_key": SECRET_KEY}
+    if request.param == "postgres":
+        settings["database_url"] = request.getfixturevalue("pg").create_database()
+    return {"dir": tmp_path / "data", "admin": admin_token, "settings": settings}

@@ -66,22 +66,6 @@ def _claimer(database_url: str, name: str, ready: Any, start: Any, out: Any) -> 
     out.put((name, claimed))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    admin_token: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> dict[str, Any]:
-    for name in list(os.environ):
-        if name.startswith("CAIRN_"):
-            monkeypatch.delenv(name)
-    settings: dict[str, Any] = {"secret_key": SECRET_KEY}
-    if request.param == "postgres":
-        settings["database_url"] = request.getfixturevalue("pg").create_database()
-    return {"dir": tmp_path / "data", "admin": admin_token, "settings": settings}
-
-
 @pytest.mark.anyio
 async def test_two_processes_claim_each_of_100_jobs_once(database: dict[str, Any]) -> None:
     app = build(database["dir"], database["admin"], **database["settings"])

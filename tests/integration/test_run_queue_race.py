@@ -6,7 +6,6 @@ the current run and the one queued plan job agree."""
 from __future__ import annotations
 
 import multiprocessing
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -63,22 +62,6 @@ def _creator(database_url: str, ws_id: str, start: Any, out: Any) -> None:
         )
     db.dispose()
     out.put(made)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    admin_token: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> dict[str, Any]:
-    for name in list(os.environ):
-        if name.startswith("CAIRN_"):
-            monkeypatch.delenv(name)
-    settings: dict[str, Any] = {"secret_key": SECRET_KEY}
-    if request.param == "postgres":
-        settings["database_url"] = request.getfixturevalue("pg").create_database()
-    return {"dir": tmp_path / "data", "admin": admin_token, "settings": settings}
 
 
 @pytest.mark.anyio
