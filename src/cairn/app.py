@@ -205,7 +205,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
     tokens = TokenService(db, keyring, clock)
     ledger = TokenLedger(db, clock, tokens)
     counter = ResourceCounter(db, blobs)
-    # One signer for every signed URL (state uploads; later configuration versions, logs).
+    # One signer for every signed URL (state and configuration uploads, log reads).
     signer = Signer(keyring, clock)
     # What agents and runs do when a workspace changes (registered as their services are built).
     workspace_hooks = WorkspaceHooks()

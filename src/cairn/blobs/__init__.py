@@ -1,4 +1,4 @@
-"""Content-addressed blob storage (state files; later configuration tarballs and logs).
+"""Content-addressed blob storage (state files, configuration tarballs, plan files).
 
 A blob is written to a temporary place while its SHA-256 and MD5 are computed (in parallel),
 flushed to stable storage, and only then given its content address. Callers commit the database

@@ -27,7 +27,8 @@ Executors:
   makes its own hops (``Call.run``).
 
 Authenticators are pluggable: ``app.py`` registers them by name (``"token"``: API tokens,
-later job tokens and session cookies); the transport never imports a domain.
+and run job tokens by their prefix; ``"job"``: the agent protocol's job token; later session
+cookies); the transport never imports a domain.
 """
 
 from __future__ import annotations

@@ -10,11 +10,9 @@ their grants decide that alone (HCP Terraform's rule, kept here).
 In cairn the rule is ``may_consume``, applied by every state read (current state version,
 state version, its download, outputs) to the workspace the caller's access comes through
 (``consuming_workspace``). Only a token bound to one workspace — a run's or job's token —
-comes through a workspace; cairn has none until runs exist, so today every caller is read as
-itself (user, organization and team tokens: their grants decide), and the rule applies to the
-first subject kind that carries a ``workspace_id``. The setting is stored, shown and changed
-now, and ``may_consume`` is tested on its own and through ``StateService`` with such a
-subject.
+comes through a workspace: a run's job token (``authz.subject.RunJob``, whose
+``workspace_id`` is its run's workspace); every other caller is read as itself (user,
+organization and team tokens: their grants decide).
 """
 
 from __future__ import annotations
