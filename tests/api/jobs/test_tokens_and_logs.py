@@ -111,7 +111,8 @@ async def test_the_log_url_is_bound_to_its_phase_and_bounded(side: JobSide) -> N
         token = url.rsplit("/", 1)[1]
         moved = url.replace(phase_id, "plan-" + "z" * 16)
         assert (await c.get(moved)).status_code == 401
-        assert (await c.get(url[: -len(token)] + token[:-2] + "xx")).status_code == 401
+        forged = token[:-2] + ("yy" if token.endswith("xx") else "xx")
+        assert (await c.get(url[: -len(token)] + forged)).status_code == 401
         assert (await c.get(f"{url}?limit=abc")).status_code == 400
         assert (await put_log(c, job, 0, b"y" * 70000)).status_code == 204
         body = await read_log(c, url, offset=0, limit=10**9)
