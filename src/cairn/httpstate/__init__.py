@@ -1,0 +1,1 @@
+"""Terraform's ``http`` backend mapped onto cairn's workspaces, locks and state history."""
