@@ -41,6 +41,12 @@ PREFIXES = {
     "job": "job",
     "job_token": "jt",
     "run_event": "re",
+    "oauth_client": "oc",
+    "oauth_token": "ot",
+    "github_app_installation": "ghain",
+    "vcs_delivery": "vcsd",
+    "vcs_status": "vcss",
+    "s3_credentials": "s3c",
 }
 
 _ID_RE = re.compile(r"^[a-z]+-[A-Za-z0-9]{16}$")
