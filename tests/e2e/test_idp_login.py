@@ -315,9 +315,33 @@ def test_terraform_login_through_the_idp(
     main: Federation, admin_token: str, tmp_path: Path, provider_mirror: Path
 ) -> None:
     """Real `terraform login` → cairn → the OP → cairn's callback → Terraform's listener: exit
-    0, a token for the IdP's user (found by issuer + sub), the login in the audit log."""
+    0, a token for the IdP's user (found by issuer + sub), the login in the audit log; an
+    invitation of the IdP user's email, sent before their first login, is taken up by it."""
     server, op = main.server, main.op
     before = audit_ids(server)
+    with server.client(admin_token) as api:
+        invited_org = tfe.create_organization(api, tfe.unique_name("invited"))
+        team = tfe.document(
+            api.post(
+                f"/api/v2/organizations/{invited_org}/teams",
+                json={"data": {"type": "teams", "attributes": {"name": "devs"}}},
+                headers={"Content-Type": tfe.JSONAPI},
+            ),
+            201,
+        )["data"]["id"]
+        invitation = {
+            "type": "organization-memberships",
+            "attributes": {"email": op.user_email},
+            "relationships": {"teams": {"data": [{"type": "teams", "id": team}]}},
+        }
+        tfe.document(
+            api.post(
+                f"/api/v2/organizations/{invited_org}/organization-memberships",
+                json={"data": invitation},
+                headers={"Content-Type": tfe.JSONAPI},
+            ),
+            201,
+        )
 
     token, trace = real_login(main, tmp_path, provider_mirror)
 
@@ -337,6 +361,13 @@ def test_terraform_login_through_the_idp(
         org = tfe.create_organization(api, tfe.unique_name("admins-only"))
     with server.client(token) as api:
         assert api.get(f"/api/v2/organizations/{org}").status_code == 404
+        # The invitation was taken up at the first login: alice is in its team.
+        [mine] = tfe.document(api.get("/api/v2/organization-memberships"), 200)["data"]
+        assert mine["attributes"]["status"] == "active"
+        assert mine["relationships"]["organization"]["data"]["id"] == invited_org
+        assert mine["relationships"]["teams"]["data"] == [{"type": "teams", "id": team}]
+    accepted = audit_events(server, "org.member.accept", before)
+    assert [(e["actor"], e["subject"]) for e in accepted] == [("alice", f"{invited_org}/alice")]
 
     [event] = idp_events(server, before)
     assert (event["outcome"], event["subject"], event["actor"]) == (

@@ -77,6 +77,7 @@ def test_a_format_3_state_without_lineage(
     with server.client(admin_token) as api:  # pytfe's model does not carry the lineage
         shown = tfe_api.document(api.get(f"/api/v2/state-versions/{created.id}"), 200)
     assert shown["data"]["attributes"]["lineage"] == lineage
+    assert shown["data"]["attributes"]["state-version"] == 3
     assert tfe.state_versions.download(created.id) == raw
     outputs = {o.name: o for o in tfe.state_versions.list_outputs(created.id)}
     assert set(outputs) == {"endpoint", "token"}

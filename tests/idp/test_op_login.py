@@ -52,6 +52,7 @@ def test_login_returns_the_idp_user(
         name="Alice Example",
         groups=["platform", "readers"],
         resume="client_id=terraform-cli&state=abc",
+        email_verified=True,
     )
     [event] = audit_events(db)
     assert (event.outcome, event.subject, event.actor_name) == (

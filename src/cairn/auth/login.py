@@ -21,8 +21,9 @@ import ipaddress
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -161,6 +162,13 @@ def s256(verifier: str) -> str:
     )
 
 
+# What a higher domain does when a person logs in through the IdP with an email the IdP vouches
+# for (not marked ``email_verified: false``), in the login's transaction: ``teams`` accepts
+# the pending invitations of that email (``teams.memberships.accept_invitations``). Wired in
+# ``app.py``; auth sits below teams and imports nothing of it.
+AfterIdpLogin = Callable[[Session, User, Actor, datetime], None]
+
+
 class IdpIdentity(Protocol):
     """What a completed IdP login tells cairn (``cairn.auth.idp.IdpLogin``)."""
 
@@ -176,6 +184,8 @@ class IdpIdentity(Protocol):
     def groups(self) -> list[str]: ...
     @property
     def resume(self) -> str: ...
+    @property
+    def email_verified(self) -> bool | None: ...
 
 
 class IdentityProvider(Protocol):
@@ -207,6 +217,7 @@ class LoginService:
         self.failures = FailureAudit(
             clock, window=limits.audit_window, individual=limits.audit_individual
         )
+        self.after_idp_login: list[AfterIdpLogin] = []
 
     def _failed(self, actor: Actor, action: str, subject: str, reason: str) -> None:
         """A failed login from ``actor.source_address``: charged to its budget, and audited
@@ -309,6 +320,7 @@ class LoginService:
         preferred: str,
         groups: list[str],
         source: str,
+        email_verified: bool | None = None,
     ) -> str:
         """The user behind an IdP identity (``upsert_idp_user``); returns the user ID."""
         return upsert_idp_user(
@@ -320,6 +332,8 @@ class LoginService:
             preferred=preferred,
             groups=groups,
             source=source,
+            email_verified=email_verified,
+            after=self.after_idp_login,
         )
 
     def redeem(self, form: dict[str, str], *, source: str) -> str:
@@ -448,9 +462,15 @@ def upsert_idp_user(
     preferred: str,
     groups: list[str],
     source: str,
+    email_verified: bool | None = None,
+    after: list[AfterIdpLogin] | None = None,
 ) -> str:
     """The user behind an IdP identity (created at first login), with team memberships synced
-    from the groups claim at every login — never frozen into a token. Returns the user ID."""
+    from the groups claim at every login — never frozen into a token. Returns the user ID.
+
+    ``after`` runs in the same transaction when the person has an email the IdP does not mark
+    unverified (``email_verified`` absent or true: many IdPs only vouch for the addresses they
+    hold and send no such claim), e.g. to accept the invitations sent to that email."""
     from cairn.authz.model import Team, TeamMembership
 
     now = clock.now()
@@ -495,5 +515,8 @@ def upsert_idp_user(
             groups=sorted(groups),
             **({"renamed_from": renamed_from} if renamed_from is not None else {}),
         )
+        if user.email and email_verified is not False:
+            for hook in after or []:
+                hook(s, user, Actor(user.id, user.username, source), now)
         s.commit()
         return user.id

@@ -62,6 +62,7 @@ class LoginFlow(Protocol):
         preferred: str,
         groups: list[str],
         source: str,
+        email_verified: bool | None = None,
     ) -> str: ...
 
 
@@ -161,6 +162,7 @@ def routes(login: LoginFlow, idp: IdentityProvider | None) -> list[Route]:
             preferred=done.username or "",
             groups=list(done.groups),
             source=call.source,
+            email_verified=done.email_verified,
         )
         req = parse_authorization(dict(parse_qsl(done.resume)))
         url = login.issue_code(user_id, req, source=call.source, via="identity provider")

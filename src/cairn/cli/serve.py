@@ -142,28 +142,36 @@ def serve(
     held.release()
 
 
-def _worker_pool(settings: Settings, services: Any, bundle: Path | None) -> Any:
-    """The in-process workers (``CAIRN_WORKERS``, default 1; 0: none): agents of the server's
-    own pool, speaking the agent protocol to this server over HTTP like ``cairn agent``."""
+def _worker_pool(
+    settings: Settings, services: Any, bundle: Path | None
+) -> Callable[[], Any] | None:
+    """What makes the in-process workers (``CAIRN_WORKERS``, default 1; 0: none): agents of
+    the server's own pool, speaking the agent protocol to this server over HTTP like ``cairn
+    agent``. A function, called once the sockets listen: readiness does not wait for the
+    executor's imports (its HTTP client among them, ~50 ms; ``bench/startup.py``)."""
     if settings.workers <= 0:
         return None
-    from cairn import __version__
-    from cairn.executor.job import ExecutorSettings
-    from cairn.executor.worker import WorkerPool
 
-    return WorkerPool(
-        settings.workers,
-        settings.public_url,
-        services.agents.builtin_secret,
-        ca_file=bundle,  # the dev CA bundle; None with --tls-cert or plain HTTP
-        settings=ExecutorSettings(
-            terraform_path=settings.terraform_path,
-            tf_cli_config=settings.run_tf_cli_config,
-            ca_file=bundle,  # Terraform trusts the dev CA too (SSL_CERT_FILE)
-        ),
-        name="cairn-builtin",
-        version=__version__,
-    )
+    def make() -> Any:
+        from cairn import __version__
+        from cairn.executor.job import ExecutorSettings
+        from cairn.executor.worker import WorkerPool
+
+        return WorkerPool(
+            settings.workers,
+            settings.public_url,
+            services.agents.builtin_secret,
+            ca_file=bundle,  # the dev CA bundle; None with --tls-cert or plain HTTP
+            settings=ExecutorSettings(
+                terraform_path=settings.terraform_path,
+                tf_cli_config=settings.run_tf_cli_config,
+                ca_file=bundle,  # Terraform trusts the dev CA too (SSL_CERT_FILE)
+            ),
+            name="cairn-builtin",
+            version=__version__,
+        )
+
+    return make
 
 
 def _graceful_server_class() -> type:
@@ -173,22 +181,30 @@ def _graceful_server_class() -> type:
         """uvicorn, but a SIGTERM/SIGINT that ended in a clean shutdown exits with status 0
         (uvicorn re-raises the signal, which supervisors and scripts read as a crash).
 
-        The in-process worker pool starts once the sockets listen (its first request is a
-        registration with this server) and stops before they close, so that a running job can
+        The in-process worker pool is made (off the event loop: requests are answered
+        meanwhile) and started once the sockets listen (its first request is a registration
+        with this server), and stops before they close, so that a running job can
         still send its last log chunk and finish: idle workers stop within ~2 s, a job gets
         30 s, then Terraform is killed."""
 
         def __init__(
-            self, config: Any, pool: Any = None, closing: Callable[[], None] | None = None
+            self,
+            config: Any,
+            make_pool: Callable[[], Any] | None = None,
+            closing: Callable[[], None] | None = None,
         ) -> None:
             super().__init__(config)
-            self.pool = pool
+            self.make_pool = make_pool
+            self.pool: Any = None
             self.closing = closing  # ends the agents' claim long-polls at once
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
-            if self.pool is not None and not self.should_exit:
-                self.pool.start()
+            if self.make_pool is not None and not self.should_exit:
+                pool = await asyncio.to_thread(self.make_pool)
+                if not self.should_exit:  # a signal while it was made: never started
+                    self.pool = pool
+                    pool.start()
 
         async def shutdown(self, sockets: Any = None) -> None:
             if self.closing is not None:
@@ -215,9 +231,11 @@ def _graceful_server_class() -> type:
 
 
 def _GracefulServer(
-    config: object, pool: Any = None, closing: Callable[[], None] | None = None
+    config: object,
+    make_pool: Callable[[], Any] | None = None,
+    closing: Callable[[], None] | None = None,
 ) -> Any:
-    return _graceful_server_class()(config, pool, closing)
+    return _graceful_server_class()(config, make_pool, closing)
 
 
 def _banner(

@@ -39,6 +39,11 @@ class StateVersion(Base):
     json_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     json_size: Mapped[int] = mapped_column(BigInteger, default=0)
     terraform_version: Mapped[str] = mapped_column(String(32), default="")
+    # The file's format (its ``version``: 3 for Terraform 0.11 and earlier, 4 after), read
+    # from the file when the version is finalized, so the API reports ``state-version`` as
+    # uploaded. NULL while pending and for versions stored before migration 0017 (reported
+    # as 4, what cairn answered for every version until then).
+    state_format: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # -1 until counted after commit (HCP Terraform's "resources-processed").
     resource_count: Mapped[int] = mapped_column(Integer, default=-1)
     # Random values the upload URLs are bound to; cleared when used (single-use URLs).

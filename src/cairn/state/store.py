@@ -217,6 +217,7 @@ def _finalize_rows(
         sha256=ref.sha256,
         size=ref.size,
         terraform_version=header.terraform_version,
+        state_format=header.version,
         finalized_at=now,
         upload_nonce=None,
     )

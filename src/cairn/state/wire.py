@@ -31,7 +31,7 @@ def state_version(v: VersionView, base_url: str, upload_token: UploadToken) -> d
             "md5": sv.md5,
             "size": sv.size,
             "status": sv.status,
-            "state-version": 4,
+            "state-version": sv.state_format or 4,
             "terraform-version": sv.terraform_version,
             "resources-processed": finalized and sv.resource_count >= 0,
             "billable-rum-count": None,

@@ -10,8 +10,12 @@ What a membership is in cairn (decided here, documented in the README):
   exactly as long as the team membership does); an invited member's has a stored row.
 * An invitation of an email no account has is a **pending** membership (``status:
   "invited"``, a stored row with the teams it names). cairn sends no email: the invitation
-  is taken up when someone invites that person again by username (or by the same email) once
-  they have an account — then they join the invitation's teams and the row becomes active.
+  is taken up when the person logs in through the IdP with that email (the first login
+  creates their account; ``accept_invitations``, audited ``org.member.accept``), or when
+  someone invites them again by username (or by the same email) once they have an account —
+  then they join the invitation's teams and the row becomes active. Until then the person
+  sees the invitations of their account's email in their own memberships
+  (``GET /organization-memberships``, as in HCP Terraform).
 * Inviting someone who has an account adds them at once (to the named teams, if any).
 * Deleting a membership takes the person out of every team of the organization (the owners
   team needs ``org:manage`` and keeps one member) and deletes any stored row.
@@ -43,7 +47,7 @@ from cairn.authz.roles import OWNERS_TEAM
 from cairn.authz.subject import Subject
 from cairn.clock import Clock
 from cairn.db.base import Base, UTCDateTime, partial_index
-from cairn.db.engine import Database
+from cairn.db.engine import Database, affected
 from cairn.errors import Conflict, Invalid
 from cairn.organizations import store as orgs
 from cairn.organizations.model import Organization
@@ -55,6 +59,8 @@ ACTIVE = "active"
 INVITED = "invited"
 PREFIX = "ou-"
 MAX_TEAMS = 100  # teams one invitation may name
+# Invitations one login takes up (oldest first); more are taken up at the next logins.
+MAX_ACCEPTED_PER_LOGIN = 100
 
 
 class OrganizationMembership(Base):
@@ -213,11 +219,20 @@ class Memberships:
             return views, n_active + n_pending
 
     def list_mine(self, caller: Subject, page: Page) -> tuple[list[MembershipView], int]:
-        """The caller's own active memberships, one page of them by organization name."""
+        """One page of the caller's own memberships: the active ones by organization name,
+        then the pending invitations of their account's email (HCP Terraform lists both)."""
         with self._db.unit_of_work() as s:
             me = s.get(User, caller.id)
             if me is None or me.is_service_account:
                 return [], 0
+            invited = (
+                select(OrganizationMembership, Organization)
+                .join(Organization, Organization.id == OrganizationMembership.organization_id)
+                .where(
+                    OrganizationMembership.user_id.is_(None),
+                    OrganizationMembership.email == me.email.lower(),
+                )
+            )
             in_team = (
                 select(Team.organization_id)
                 .join(TeamMembership, TeamMembership.team_id == Team.id)
@@ -229,12 +244,27 @@ class Memberships:
             stmt = select(Organization).where(
                 Organization.id.in_(in_team) | Organization.id.in_(stored)
             )
-            total = _count(s, stmt)
-            found = s.scalars(stmt.order_by(Organization.name).offset(page.offset).limit(page.size))
-            views = []
-            for org in found:
-                views += self._active_views(s, caller, org, [me])
-            return views, total
+            n_active = _count(s, stmt)
+            n_invited = (
+                _count(s, invited.with_only_columns(OrganizationMembership.id)) if me.email else 0
+            )
+            views: list[MembershipView] = []
+            if page.offset < n_active:
+                found = s.scalars(
+                    stmt.order_by(Organization.name).offset(page.offset).limit(page.size)
+                )
+                for org in found:
+                    views += self._active_views(s, caller, org, [me])
+            room = page.size - len(views)
+            if room > 0 and n_invited:
+                start = max(0, page.offset - n_active)
+                rows = s.execute(
+                    invited.order_by(Organization.name, OrganizationMembership.id)
+                    .offset(start)
+                    .limit(room)
+                )
+                views += [_pending_view(org, row, me) for row, org in rows]
+            return views, n_active + n_invited
 
     def get(self, caller: Subject, membership_id: str) -> MembershipView:
         with self._db.unit_of_work() as s:
@@ -286,30 +316,7 @@ class Memberships:
                     f"{user.username} is already a member of organization {org.name!r}",
                     pointer="/data/attributes/email",
                 )
-            # Concurrent invitations of one person both succeed and leave one row each:
-            # the primary key / unique index decides, nothing is raised.
-            if added:
-                s.execute(
-                    _insert(s)(TeamMembership)
-                    .values(
-                        [{"team_id": t.id, "user_id": user.id, "source": "manual"} for t in added]
-                    )
-                    .on_conflict_do_nothing()
-                )
-            if not added and not already:
-                s.execute(
-                    _insert(s)(OrganizationMembership)
-                    .values(
-                        id=ids.new_id("organization_membership"),
-                        organization_id=org.id,
-                        user_id=user.id,
-                        email=user.email,
-                        status=ACTIVE,
-                        team_ids="",
-                        created_at=now,
-                    )
-                    .on_conflict_do_nothing()
-                )
+            _join(s, org.id, user, added, already=already, now=now)
             record(
                 s,
                 at=now,
@@ -389,10 +396,18 @@ class Memberships:
         org = s.get(Organization, row.organization_id) if row is not None else None
         if row is None or org is None:
             raise hidden
-        if row.user_id != caller.id and not authz.allowed(caller, ORG_READ, orgs.target(org)):
+        # A pending invitation of the caller's own email is theirs to see (it is listed in
+        # their memberships).
+        me = s.get(User, caller.id) if row.user_id is None else None
+        mine = me is not None and bool(me.email) and me.email.lower() == row.email
+        if (
+            row.user_id != caller.id
+            and not mine
+            and not authz.allowed(caller, ORG_READ, orgs.target(org))
+        ):
             raise hidden
         if row.user_id is None:
-            return _pending_view(org, row)
+            return _pending_view(org, row, me if mine else None)
         user = s.get(User, row.user_id)
         assert user is not None
         return self._active_views(s, caller, org, [user])[0]
@@ -523,15 +538,103 @@ class Memberships:
         return _pending_view(org, row)
 
 
-def _pending_view(org: Organization, row: OrganizationMembership) -> MembershipView:
+def _pending_view(
+    org: Organization, row: OrganizationMembership, invitee: User | None = None
+) -> MembershipView:
+    """A pending invitation; ``invitee``: the person whose email it names, when they are the
+    one reading it (their own membership shows them as its user, as HCP Terraform does)."""
     return MembershipView(
         id=row.id,
         status=INVITED,
         email=row.email,
         org=org,
-        user=None,
+        user=invitee,
         team_ids=[t for t in row.team_ids.split(",") if t],
     )
+
+
+def _join(
+    s: Session, org_id: str, user: User, added: list[Team], *, already: bool, now: datetime
+) -> None:
+    """Make ``user`` a member of organization ``org_id``: in the ``added`` teams, or (none,
+    and not a member yet) with a stored active row. Concurrent joins of one person both
+    succeed and leave one row each: the primary key / unique index decides, nothing is
+    raised."""
+    if added:
+        s.execute(
+            _insert(s)(TeamMembership)
+            .values([{"team_id": t.id, "user_id": user.id, "source": "manual"} for t in added])
+            .on_conflict_do_nothing()
+        )
+    if not added and not already:
+        s.execute(
+            _insert(s)(OrganizationMembership)
+            .values(
+                id=ids.new_id("organization_membership"),
+                organization_id=org_id,
+                user_id=user.id,
+                email=user.email,
+                status=ACTIVE,
+                team_ids="",
+                created_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+def accept_invitations(s: Session, user: User, actor: Actor, now: datetime) -> None:
+    """Take up the pending invitations of ``user``'s email, in the caller's transaction: the
+    person joins each invitation's teams (those that still exist), or becomes a member in no
+    team, and the invitation row goes; one ``org.member.accept`` audit event each. Run when
+    the person logs in through the IdP with an email it vouches for (``auth.login``'s
+    ``AfterIdpLogin``, wired in ``app.py``). An invitation another login took up at the same
+    moment is skipped (its delete is conditional)."""
+    if user.is_service_account or not user.email:
+        return
+    rows = list(
+        s.execute(
+            select(OrganizationMembership, Organization)
+            .join(Organization, Organization.id == OrganizationMembership.organization_id)
+            .where(
+                OrganizationMembership.user_id.is_(None),
+                OrganizationMembership.email == user.email.lower(),
+            )
+            .order_by(OrganizationMembership.created_at, OrganizationMembership.id)
+            .limit(MAX_ACCEPTED_PER_LOGIN)
+        )
+    )
+    for row, org in rows:
+        wanted = [t for t in row.team_ids.split(",") if t]
+        gone = s.execute(
+            delete(OrganizationMembership)
+            .where(OrganizationMembership.id == row.id, OrganizationMembership.user_id.is_(None))
+            .execution_options(synchronize_session=False)
+        )
+        if affected(gone) != 1:
+            continue
+        teams = (
+            list(
+                s.scalars(
+                    select(Team)
+                    .where(Team.organization_id == org.id, Team.id.in_(wanted))
+                    .order_by(Team.name)
+                )
+            )
+            if wanted
+            else []
+        )
+        added = [t for t in teams if store.membership(s, t.id, user.id) is None]
+        _join(s, org.id, user, added, already=Memberships._is_member(s, org.id, user.id), now=now)
+        record(
+            s,
+            at=now,
+            actor=actor,
+            action="org.member.accept",
+            subject=f"{org.name}/{user.username}",
+            email=row.email,
+            teams=[t.name for t in added],
+        )
+    s.flush()
 
 
 def _count(s: Session, stmt: Select[Any]) -> int:

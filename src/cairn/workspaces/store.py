@@ -6,17 +6,20 @@ Lists are filtered by the authorizer in SQL (``authz.visible``) and paged by the
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Connection, Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from cairn import authz
 from cairn.auth.model import User
-from cairn.authz.permissions import WORKSPACE_READ
-from cairn.authz.subject import Subject
+from cairn.authz.permissions import ORG_READ, WORKSPACE_READ
+from cairn.authz.subject import USER_TYPE, Subject
+from cairn.db.base import Base, table_of
 from cairn.errors import BadRequest, Conflict, Invalid, NotFound
 from cairn.organizations import store as orgs
 from cairn.organizations.model import Organization, Project
@@ -90,6 +93,123 @@ _BY_NAME = select(Workspace).where(
 _PROJECT_NAMES = select(Project.id, Project.name).where(
     Project.organization_id == bindparam("org_id")
 )
+
+
+# ---- workspace show, through Core ---------------------------------------------------------------
+# Every ``GET /workspaces/:id`` and ``…/organizations/:org/workspaces/:name`` reads one row with
+# its organization, project name and lock holder's name: one Core select (every column of the
+# tables, whatever columns later revisions add) on the request's connection, and one for the
+# tags. No Session, no identity map: the ORM's loading cost several times the queries.
+
+
+class _Detached:
+    """Builds instances of ``model`` from a slice of a Core row (its mapped columns, in mapper
+    order, from ``start``): detached — they belong to no Session, so changing one changes
+    nothing —, for reading. The values go straight into the instance's ``__dict__``, as the
+    ORM's loader does: the mapped constructor's attribute events cost more than the query.
+    (``Mapper.columns``, unlike ``column_attrs``, does not configure every mapper.)"""
+
+    def __init__(self, model: type[Base], start: int = 0) -> None:
+        mapper = model.__mapper__
+        self._keys = list(mapper.columns.keys())
+        self.columns = list(mapper.columns)
+        self._start, self._stop = start, start + len(self._keys)
+        self._new = mapper.class_manager.new_instance
+
+    def __call__(self, row: Sequence[Any]) -> Any:
+        obj = self._new()
+        obj.__dict__.update(zip(self._keys, row[self._start : self._stop], strict=True))
+        return obj
+
+
+@dataclass(frozen=True)
+class _ShowStatements:
+    by_id: Select[Any]
+    by_name: Select[Any]
+    org_by_name: Select[Any]
+    ws: _Detached
+    org: _Detached
+    org_alone: _Detached
+
+
+@functools.cache
+def _show() -> _ShowStatements:
+    """The statements of workspace show, built at the first show (not at import: a start of
+    ``cairn serve`` pays for every module-level statement)."""
+    ws_t, org_t, prj_t, usr_t = (table_of(m) for m in (Workspace, Organization, Project, User))
+    ws = _Detached(Workspace)
+    org = _Detached(Organization, len(ws.columns))
+    both = (
+        select(*ws.columns, *org.columns, prj_t.c.name, usr_t.c.username)
+        .select_from(ws_t)
+        .join(org_t, org_t.c.id == ws_t.c.organization_id)
+        .outerjoin(prj_t, prj_t.c.id == ws_t.c.project_id)
+        .outerjoin(
+            usr_t, and_(ws_t.c.locked_by_kind == USER_TYPE, usr_t.c.id == ws_t.c.locked_by_id)
+        )
+    )
+    org_alone = _Detached(Organization)
+    return _ShowStatements(
+        by_id=both.where(ws_t.c.id == bindparam("ws_id")),
+        by_name=both.where(org_t.c.name == bindparam("org_name"), ws_t.c.name == bindparam("name")),
+        org_by_name=select(*org_alone.columns).where(org_t.c.name == bindparam("org_name")),
+        ws=ws,
+        org=org,
+        org_alone=org_alone,
+    )
+
+
+_PROJECT_NAME, _LOCKED_BY_NAME = -2, -1  # the last two columns of a show's row
+
+
+def show(conn: Connection, caller: Subject, ws_id: str) -> WorkspaceView:
+    """The document's worth of a workspace named by ID, if the caller may read it (Core)."""
+    st = _show()
+    row = conn.execute(st.by_id, {"ws_id": ws_id}).first()
+    if row is None:
+        raise workspace_not_found(ws_id)
+    org: Organization = st.org(row)
+    ws: Workspace = st.ws(row)
+    if not authz.allowed(caller, WORKSPACE_READ, target(org, ws)):
+        raise workspace_not_found(ws_id)
+    return _view(conn, caller, org, ws, row[_PROJECT_NAME], row[_LOCKED_BY_NAME])
+
+
+def show_by_name(conn: Connection, caller: Subject, org_name: str, name: str) -> WorkspaceView:
+    """The document's worth of a workspace named by organization and name, if the caller may
+    read it (Core); the same answers as ``find_by_name``."""
+    st = _show()
+    row = conn.execute(st.by_name, {"org_name": org_name, "name": name}).first()
+    if row is None:
+        # Which answer: the organization's (missing or hidden), else the workspace's.
+        found = conn.execute(st.org_by_name, {"org_name": org_name}).first()
+        if found is None:
+            raise authz.not_found("organization", repr(org_name))
+        authz.require(caller, ORG_READ, orgs.target(st.org_alone(found)))
+        raise authz.not_found("workspace", f"{org_name}/{name}")
+    org: Organization = st.org(row)
+    ws: Workspace = st.ws(row)
+    authz.require(caller, ORG_READ, orgs.target(org))
+    authz.require(caller, WORKSPACE_READ, target(org, ws))
+    return _view(conn, caller, org, ws, row[_PROJECT_NAME], row[_LOCKED_BY_NAME])
+
+
+def _view(
+    conn: Connection,
+    caller: Subject,
+    org: Organization,
+    ws: Workspace,
+    project_name: str | None,
+    locked_by_name: str | None,
+) -> WorkspaceView:
+    return WorkspaceView(
+        ws=ws,
+        org=org,
+        project_name=project_name or "",
+        tags=[tag for _, tag in conn.execute(_TAGS, {"ws_ids": [ws.id]})],
+        permissions=authz.permissions(caller, org.id, ws.name, ws.id),
+        locked_by_name=locked_by_name,
+    )
 
 
 def find(s: Session, caller: Subject, ws_id: str) -> tuple[Organization, Workspace]:

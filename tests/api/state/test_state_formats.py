@@ -105,6 +105,7 @@ async def test_lineage_may_be_left_out_when_the_state_is_inline(
     data = document(await create(client, ws, raw), 201)["data"]
     assert data["attributes"]["status"] == "finalized"
     assert data["attributes"]["lineage"] == lineage
+    assert data["attributes"]["state-version"] == 4
     # The next version must keep it (the lineage rule still applies).
     other = v4(new_lineage(), {}, serial=2)
     refused = await create(client, ws, other)
@@ -165,7 +166,10 @@ async def test_a_format_3_state_is_stored_as_is(client: httpx.AsyncClient) -> No
     data = document(await create(client, ws, raw, lineage=lineage), 201)["data"]
     assert data["attributes"]["status"] == "finalized"
     assert data["attributes"]["terraform-version"] == "0.11.14"
+    assert data["attributes"]["state-version"] == 3  # the file's format, as uploaded
     assert data["attributes"]["resources-processed"] is True
+    shown = document(await client.get(f"/api/v2/state-versions/{data['id']}"), 200)["data"]
+    assert shown["attributes"]["state-version"] == 3
     got = await client.get(data["attributes"]["hosted-state-download-url"])
     assert got.content == raw
     outputs = await outputs_of(client, data["id"])
@@ -195,6 +199,8 @@ async def test_a_format_3_state_through_an_upload_url(
         put = await anonymous.put(sv["attributes"]["hosted-state-upload-url"], content=raw)
     assert put.status_code == 200, put.text
     assert set(await outputs_of(client, sv["id"])) == {"address", "names", "password"}
+    shown = document(await client.get(f"/api/v2/state-versions/{sv['id']}"), 200)["data"]
+    assert shown["attributes"]["state-version"] == 3
 
 
 # ---- odd text inside a state --------------------------------------------------------------------

@@ -77,6 +77,9 @@ class IdpLogin:
     groups: list[str]
     resume: str
     username: str | None = None  # ``preferred_username``, a hint for a display name only
+    # The ``email_verified`` claim (None: absent or not a boolean); a false one keeps the
+    # email from taking up invitations sent to it (``auth.login.upsert_idp_user``).
+    email_verified: bool | None = None
 
 
 @dataclass
@@ -385,6 +388,7 @@ class IdpClient:
             groups=id_claims.groups_claim(claims, self._settings.groups_claim),
             resume=pending.resume,
             username=id_claims.string_claim(claims, "preferred_username") or None,
+            email_verified=v if isinstance(v := claims.get("email_verified"), bool) else None,
         )
         attempt.details = {"sub": login.subject, "email": login.email, "groups": login.groups}
         return login
