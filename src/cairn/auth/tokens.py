@@ -171,6 +171,13 @@ _BY_HASH = (
     .join_from(_tok, _user, _user.c.id == _tok.c.user_id)
     .where(_tok.c.token_hash == bindparam("digest"))
 )
+# The same, by the token's ID: credentials derived from a token (S3 session tokens) re-check
+# their source on every request.
+_BY_ID = (
+    select(*_BY_HASH.selected_columns)
+    .join_from(_tok, _user, _user.c.id == _tok.c.user_id)
+    .where(_tok.c.id == bindparam("token_id"))
+)
 _TOUCH = update(_tok).where(_tok.c.id == bindparam("token_id")).values(last_used_at=bindparam("at"))
 
 
@@ -254,6 +261,25 @@ class TokenService:
         found = self.authenticator().authenticate(token)
         found.after()
         return found.subject
+
+    def authenticate_id(self, token_id: str, user_id: str) -> Authenticated:
+        """The subject of the token ``token_id`` of ``user_id``, checked as a presented token
+        is (revoked, expired, user disabled → Unauthorized), for credentials derived from it
+        (S3 session tokens): revoking the token ends them."""
+        now = self._clock.now()
+        with self._db.read_transaction() as conn:
+            found = conn.execute(_BY_ID, {"token_id": token_id}).first()
+            row = None if found is None else TokenRow._make(found)
+            if row is not None and row.user_id != user_id:
+                row = None
+            presented = Presented(now, row)
+            if row is not None and presented.usable and not row.is_site_admin:
+                org_token = row.organization_id if row.team_id is None else None
+                access = load_access(conn, row.user_id, organization_id=org_token)
+                presented = Presented(now, row, access)
+        if presented.row is None:
+            raise Unauthorized("the API token these credentials came from no longer exists")
+        return Admitted(self._admit(presented), presented, self)
 
     def authenticator(self) -> TokenAuthenticator:
         """The request pipeline's ``"token"`` authenticator."""

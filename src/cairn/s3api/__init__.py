@@ -1,1 +1,2 @@
-"""An S3-compatible endpoint (SigV4) and short-lived credentials (STS-style) mapped onto cairn's workspaces, locks and state history."""
+"""An S3-compatible endpoint (SigV4) and short-lived credentials (STS-style), mapped onto
+cairn's workspaces, locks and state history."""

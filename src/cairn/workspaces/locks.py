@@ -48,10 +48,19 @@ def held_message(s: Session, org: Organization, ws_id: str, verb: str) -> str:
 
 
 def write_lock(
-    s: Session, ws: Workspace, change: LockChange, *, now: datetime, reason: str = ""
+    s: Session,
+    ws: Workspace,
+    change: LockChange,
+    *,
+    now: datetime,
+    reason: str = "",
+    client_id: str | None = None,
+    info: dict[str, object] | None = None,
 ) -> bool:
     """Apply ``change`` with one conditional UPDATE (the lock must still be
-    ``change.expected``); True if it won. The session's copy of ``ws`` is not refreshed."""
+    ``change.expected``); True if it won. The session's copy of ``ws`` is not refreshed.
+    ``client_id``/``info``: the lock's ID and info as a client named them (Terraform's http
+    backend); any other change clears them."""
     values: dict[str, Any]
     if change.holder is None:
         values = dict(locked_by_kind=None, locked_by_id=None, lock_reason="", locked_at=None)
@@ -62,6 +71,8 @@ def write_lock(
             lock_reason=reason[:500],
             locked_at=now,
         )
+    values.update(lock_client_id=client_id if change.holder else None)
+    values.update(lock_info=info if change.holder else None)
     result = s.execute(
         update(Workspace)
         .where(Workspace.id == ws.id, Workspace.lock_is(change.expected))
