@@ -68,6 +68,7 @@ bench: install postgres-available wrk-available
 	$(BIN)/python bench/middleware.py
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/runs.py
+	$(BIN)/python bench/vcs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

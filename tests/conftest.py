@@ -20,6 +20,9 @@ from tests.support import api as tfe_api
 from tests.support.postgres import PostgresCluster, PostgresUnavailable, find_bindir
 from tests.support.server import CairnServer, running_servers
 
+# The VCS rig's fixtures (gitlab_op, forge, ...: tests/support/vcs/README.md), for every test dir.
+pytest_plugins = ["tests.support.vcs.fixtures"]
+
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),

@@ -58,6 +58,9 @@ from cairn.db import meta
 from cairn.db.engine import Database, make_engine, no_statement_timeout
 from cairn.db.notify import Listener
 from cairn.errors import ApiError, Invalid, MethodNotAllowed, NotFound, SecretKeyMismatch
+from cairn.httpstate import api as httpstate_api
+from cairn.httpstate.auth import BasicTokenAuthenticator
+from cairn.httpstate.service import HttpStates
 from cairn.identity import api as identity_api
 from cairn.identity.discovery import check_issuer
 from cairn.identity.errors import IdentityConfigError
@@ -75,6 +78,7 @@ from cairn.runs import agent_api as job_api
 from cairn.runs import api as runs_api
 from cairn.runs.agent_api import AgentJobs
 from cairn.runs.agent_api import Limits as AgentJobLimits
+from cairn.runs.events import RunHooks
 from cairn.runs.job_tokens import JOB_TOKEN_PREFIX, JobTokens
 from cairn.runs.jobs import JobQueue
 from cairn.runs.lifecycle import RunLifecycle
@@ -84,6 +88,11 @@ from cairn.runs.service import RunService
 from cairn.runs.store import ConfigurationVersionRows
 from cairn.runs.sweep import INTERVAL as JOB_SWEEP_INTERVAL
 from cairn.runs.sweep import JobSweep
+from cairn.s3api import api as s3_api
+from cairn.s3api import sts as s3_sts
+from cairn.s3api.credentials import Credentials as S3Credentials
+from cairn.s3api.service import S3Objects
+from cairn.s3api.vhost import VirtualHostBuckets
 from cairn.state import api as state_api
 from cairn.state import resources as state_resources
 from cairn.state.processing import ResourceCounter
@@ -95,7 +104,7 @@ from cairn.teams import api as teams_api
 from cairn.teams import memberships_api
 from cairn.teams.grants import GrantService
 from cairn.teams.hooks import create_owners_team
-from cairn.teams.memberships import Memberships
+from cairn.teams.memberships import Memberships, accept_invitations
 from cairn.teams.projects import TeamProjectService
 from cairn.teams.service import TeamService
 from cairn.teams.tokens import TeamTokens
@@ -109,6 +118,22 @@ from cairn.variables import api as variables_api
 from cairn.variables import sets_api as variable_sets_api
 from cairn.variables.service import Variables
 from cairn.variables.sets_service import VariableSets
+from cairn.vcs import api as vcs_api
+from cairn.vcs import connect as vcs_connect
+from cairn.vcs.forges import forge_for
+from cairn.vcs.service import VcsConnections
+from cairn.vcs.tokens import VcsTokens
+from cairn.vcs.wire import callback_path
+from cairn.vcs.workspace_settings import check_vcs_repo
+from cairn.webhooks import api as webhooks_api
+from cairn.webhooks import ingest, statuses
+from cairn.webhooks import vcs_events as vcs_events_api
+from cairn.webhooks.archives import archive_blob_references
+from cairn.webhooks.ingest import IngestServices
+from cairn.webhooks.receiver import Receiver, SecretCache
+from cairn.webhooks.registration import HookRegistrar, record_repo_hook
+from cairn.webhooks.statuses import StatusHook
+from cairn.webhooks.worker import DeliverySignal, DeliveryWorker, prune_deliveries
 from cairn.workspaces import api as ws_api
 from cairn.workspaces import hooks as ws_hooks
 from cairn.workspaces import relationships_api as ws_relationships_api
@@ -167,6 +192,13 @@ class Services:
     lifecycle: RunLifecycle  # what a job's start and finish do to its run
     agent_jobs: AgentJobs  # the agent protocol's job side (claim … finish)
     job_sweep: JobSweep  # expired leases, lost agents, phase timeouts
+    vcs: VcsConnections  # VCS connections (oauth-clients) and their tokens (TFE API)
+    vcs_tokens: VcsTokens  # fresh forge credentials, refreshed once across replicas
+    vcs_connect: vcs_connect.ConnectFlow  # the OAuth browser flow of OAuth-app connections
+    webhooks: Receiver  # VCS webhooks: verified, recorded, acknowledged (no forge call)
+    deliveries: DeliverySignal  # wakes the webhook worker of this process
+    # What the webhook worker's ingest and commit-status posting use (set after the rest).
+    ingest: IngestServices | None = None
     idp: IdpClient | None = None
 
 
@@ -211,7 +243,15 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
     workspace_hooks = WorkspaceHooks()
     # execution-mode agent needs an agent pool that allows the workspace.
     workspace_hooks.check_settings.append(check_agent_pool)
+    # vcs-repo: a token of a connection of the organization, allowed in the workspace's
+    # project; fills the connection's columns (before the repo-hook recorder reads them).
+    workspace_hooks.check_settings.append(check_vcs_repo)
+    # A workspace given a repository on a (non-App) connection: cairn's webhook is created on
+    # the forge once per (connection, repository) by the webhook worker's round.
+    workspace_hooks.check_settings.append(record_repo_hook(clock))
     collector.add_references("plans", plan_blob_references(db))
+    # Commit archives fetched from forges once per (connection, repository, commit).
+    collector.add_references("VCS commit archives", archive_blob_references(db))
     job_tokens = JobTokens(db, keyring, clock)
     tokens.add_prefix(JOB_TOKEN_PREFIX, job_tokens.authenticator())
     jobs = JobQueue(
@@ -227,13 +267,22 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
         settings.public_url,
         url_ttl=2 * max(settings.plan_timeout, settings.apply_timeout),
     )
-    scheduler = Scheduler(jobs)
+    # What higher floors do when a run changes: a run a VCS event started updates its
+    # commit's status (an outbox row in the run's transaction; posted by the webhook worker).
+    run_hooks = RunHooks()
+    scheduler = Scheduler(jobs, run_hooks)
     lifecycle = RunLifecycle(scheduler)
     agents = Agents(keyring, clock)
     variables = Variables(db, keyring, clock)
     runs = RunService(db, clock, scheduler, ConfigurationVersionRows(), blobs)
     workspace_hooks.after_unlock.append(runs.after_unlock)
     issuer = build_issuer(settings, db, keyring, clock)
+    deliveries = DeliverySignal()
+    run_hooks.after_change.append(StatusHook(settings.public_url, clock, deliveries.wake))
+    vcs = VcsConnections(db, keyring, clock, settings.public_url)
+    vcs_tokens = VcsTokens(
+        db, keyring, clock, lambda client_id: f"{settings.public_url}{callback_path(client_id)}"
+    )
     services = Services(
         settings=settings,
         db=db,
@@ -310,12 +359,41 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Startup
             issuer=issuer,
         ),
         job_sweep=JobSweep(db, clock, jobs, job_tokens, logs, lifecycle, agents),
+        vcs=vcs,
+        vcs_tokens=vcs_tokens,
+        vcs_connect=vcs_connect.ConnectFlow(
+            db,
+            keyring,
+            clock,
+            signer,
+            settings.public_url,
+            check_token=lambda: vcs.check_token,
+            store_new_grant=vcs_tokens.store_new_grant,
+        ),
+        webhooks=Receiver(db, clock, SecretCache(keyring), deliveries.wake),
+        deliveries=deliveries,
     )
     # A configuration version uploaded with auto-queue-runs queues a run.
     services.configversions.after_upload.append(runs.after_upload)
+    # An IdP login with a vouched-for email takes up the invitations sent to it.
+    services.login.after_idp_login.append(accept_invitations)
     tokens.ensure_admin()
     if settings.admin_token:
         tokens.set_admin_env_token(settings.admin_token)
+    # Webhook deliveries → versions from commits, runs, commit statuses (webhooks.ingest):
+    # the worker binds ``ingest.handle(services.ingest, delivery)`` and
+    # ``statuses.post_pending(db, clock, services.ingest.forge_for)``.
+    services.ingest = IngestServices(
+        db=db,
+        clock=clock,
+        blobs=blobs,
+        configs=services.configversions,
+        runs=runs,
+        forge_for=lambda token_id: forge_for(
+            vcs_tokens.credential(token_id), max_archive_bytes=settings.max_config_bytes
+        ),
+        public_url=settings.public_url,
+    )
     services.idp = build_idp(settings, db, keyring, clock)
     bootstrap = None if settings.admin_token else tokens.bootstrap_admin_token()
     return Startup(services=services, created_secret=created, bootstrap_token=bootstrap)
@@ -406,6 +484,9 @@ def _ready(services: Services) -> tuple[bool, str]:
 
 def create_app(services: Services) -> Starlette:
     metrics = Metrics()
+    # VCS token refreshes, races recovered, needs_reauth (VCS-11).
+    for collector in services.vcs_tokens.metrics.collectors:
+        metrics.registry.register(collector)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -430,7 +511,9 @@ def create_app(services: Services) -> Starlette:
             services.locks,
             services.tags,
             count_resources=services.states.process_current,
+            public_url=services.settings.public_url,
         ),
+        *vcs_api.routes(services.vcs, services.clock),
         *state_api.routes(
             services.states,
             services.uploads,
@@ -444,6 +527,7 @@ def create_app(services: Services) -> Starlette:
         *variables_api.routes(services.variables),
         *variable_sets_api.routes(services.variable_sets),
         *cv_api.routes(services.configversions, cv_api.Limits(services.settings.public_url)),
+        *vcs_events_api.routes(services.db),
         *runs_api.routes(services.runs, services.logs, services.clock),
         *teams_api.tfe_routes(
             services.teams,
@@ -491,6 +575,16 @@ def create_app(services: Services) -> Starlette:
         Mount(
             registry_api.PROTOCOL_PATH, routes=registry_api.protocol_routes(services.organizations)
         ),
+        # The S3-compatible endpoint (path style): a bucket per organization; its STS first.
+        *s3_sts.routes(
+            s3_sts.Sts(services.issuer, S3Credentials(services.keyring), services.clock)
+        ),
+        *s3_api.s3_routes(
+            S3Objects(
+                services.db, services.clock, services.states, services.workspaces, services.locks
+            ),
+            services.settings.max_state_bytes,
+        ),
         Mount(
             "/api/cairn/v1",
             routes=[
@@ -499,6 +593,21 @@ def create_app(services: Services) -> Starlette:
                 *accounts_api.routes(services.accounts),
                 *audit_api.routes(services.audit_log),
                 *services.logs.routes(),
+                *httpstate_api.routes(
+                    HttpStates(services.db, services.clock, services.states, services.locks.hooks),
+                    httpstate_api.Limits(
+                        services.settings.max_state_bytes, services.settings.max_json_body_bytes
+                    ),
+                ),
+                *s3_api.credential_routes(
+                    s3_api.Exchange(services.db, services.clock, S3Credentials(services.keyring))
+                ),
+                *vcs_connect.routes(services.vcs_connect),
+                *webhooks_api.routes(
+                    services.webhooks,
+                    public_url=services.settings.public_url,
+                    register_hooks=services.settings.vcs_register_hooks,
+                ),
             ],
         ),
     ]
@@ -561,6 +670,8 @@ def create_app(services: Services) -> Starlette:
         services.issuer.follow(listener)
     if listener is not None:
         services.jobs.signal.follow(listener)  # a claim waiting here wakes on another's enqueue
+        services.deliveries.follow(listener)  # a webhook another replica received
+        services.vcs_tokens.follow(listener)  # a token another replica refreshed
     jobs = background_jobs(services)
 
     @contextlib.asynccontextmanager
@@ -595,6 +706,16 @@ def create_app(services: Services) -> Starlette:
         authenticators={
             "token": services.tokens.authenticator(),
             "job": services.job_tokens.authenticator(agent_protocol=True),
+            # Terraform's http backend: the token as the Basic password (or a Bearer token).
+            "http-basic": BasicTokenAuthenticator(services.tokens.authenticator()),
+            # The S3 endpoint: AWS Signature Version 4 with cairn's S3 credentials.
+            "sigv4": s3_api.SigV4Authenticator(
+                S3Credentials(services.keyring),
+                services.tokens,
+                services.clock,
+                db=services.db,
+                issuer=services.issuer,
+            ),
         },
         default_limit=services.settings.max_json_body_bytes,
         includes=includes(services),
@@ -606,6 +727,8 @@ def create_app(services: Services) -> Starlette:
         access_log=services.settings.access_log,
         doors=public_doors(routes),  # discovery, JWKS: answered before the router
     )
+    if services.settings.s3_domain:  # <organization>.<domain>/<key> → /s3/<organization>/<key>
+        app.add_middleware(VirtualHostBuckets, domain=services.settings.s3_domain)
     return app
 
 
@@ -615,7 +738,7 @@ def includes(services: Services) -> Includes:
     found = Includes()
     auth_api.offer_includes(found, SqlUsers(services.db))
     org_api.offer_includes(found, services.organizations)
-    ws_api.offer_includes(found, services.workspaces)
+    ws_api.offer_includes(found, services.workspaces, services.settings.public_url)
     agents_api.offer_includes(found)
     state_api.offer_includes(found, services.states, services.uploads, services.settings.public_url)
     teams_api.offer_includes(found, services.teams)
@@ -704,11 +827,52 @@ def background_jobs(services: Services) -> BackgroundJobs:
     # 30 s, errored 5 min later — their running jobs errored —, deleted an hour after that).
     # Every replica sweeps; each change is conditional on the row as read.
     jobs.add(BackgroundJob("sweeping jobs and agents", JOB_SWEEP_INTERVAL, services.job_sweep.run))
+    # VCS tokens expiring within 10 minutes are refreshed (OAuth) or re-minted (GitHub App)
+    # here, so forge calls rarely wait for a refresh. Every replica runs it; the row's lease
+    # lets one refresh per token win.
+    jobs.add(BackgroundJob("refreshing VCS tokens", 60.0, services.vcs_tokens.refresh_due))
+    # Webhook deliveries: claimed once across replicas and handed to the ingest (versions from
+    # commits, runs); each round then posts commit statuses and registers pending forge hooks.
+    if services.ingest is not None:
+        jobs.add(_webhook_worker(services, services.ingest))
+    # Webhook deliveries are kept 30 days (the vcs-events list), then deleted.
+    jobs.add(
+        BackgroundJob(
+            "pruning webhook deliveries",
+            3600.0,
+            lambda: prune_deliveries(services.db, services.clock),
+        )
+    )
     # Scheduled rotation; every replica runs it, the database lets one rotation win.
     jobs.add(
         BackgroundJob("scheduled key rotation", 60.0, lambda: _rotate_when_due(services.issuer))
     )
     return jobs
+
+
+def _webhook_worker(services: Services, ingest_services: IngestServices) -> BackgroundJob:
+    worker = DeliveryWorker(
+        services.db,
+        services.clock,
+        lambda delivery: ingest.handle(ingest_services, delivery),
+        signal=services.deliveries,
+    )
+    worker.add_step(
+        "commit statuses",
+        lambda: statuses.post_pending(services.db, services.clock, ingest_services.forge_for),
+    )
+    worker.add_step(
+        "forge webhooks",
+        HookRegistrar(
+            services.db,
+            services.keyring,
+            services.clock,
+            lambda token_id: forge_for(services.vcs_tokens.credential(token_id)),
+            services.settings.public_url,
+            enabled=services.settings.vcs_register_hooks,
+        ).run,
+    )
+    return BackgroundJob("handling VCS webhooks", 0.2, worker.run, due=worker.due, retry_after=5.0)
 
 
 def _housekeeping(services: Services) -> None:

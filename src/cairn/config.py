@@ -42,6 +42,9 @@ class Settings:
     s3_bucket: str | None = None
     s3_endpoint: str | None = None
     s3_prefix: str = ""
+    # The S3-compatible endpoint's virtual-host buckets: <organization>.<s3_domain> (a wildcard
+    # DNS name and certificate), besides the path style /s3/<organization>.
+    s3_domain: str | None = None
     secret_key: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     # Limits. A state file is bounded; JSON:API bodies other than state uploads are small.
@@ -99,6 +102,10 @@ class Settings:
     # CAIRN_APPLY_TIMEOUT); a job token is valid until its phase's timeout.
     plan_timeout: timedelta = timedelta(hours=2)
     apply_timeout: timedelta = timedelta(hours=2)
+    # VCS: create cairn's webhook on the forge when a workspace gets a repository
+    # (CAIRN_VCS_REGISTER_HOOKS=false: an admin adds hooks by hand, or the forge cannot reach
+    # cairn).
+    vcs_register_hooks: bool = True
 
     @property
     def is_postgres(self) -> bool:
@@ -245,6 +252,7 @@ def from_environment(**overrides: object) -> Settings:
         "s3_bucket": env("CAIRN_S3_BUCKET"),
         "s3_endpoint": env("CAIRN_S3_ENDPOINT"),
         "s3_prefix": normalize_s3_prefix(env("CAIRN_S3_PREFIX") or ""),
+        "s3_domain": (env("CAIRN_S3_DOMAIN") or "").strip().strip(".").lower() or None,
         "secret_key": env("CAIRN_SECRET_KEY"),
         "admin_token": env("CAIRN_ADMIN_TOKEN"),
         "log_level": (env("CAIRN_LOG_LEVEL") or "info").lower(),
@@ -319,6 +327,10 @@ def from_environment(**overrides: object) -> Settings:
                 f"CAIRN_WORKERS must be a number of built-in workers from 0 (none) to 64, not {v!r}"
             )
         values["workers"] = int(v)
+    if (v := env("CAIRN_VCS_REGISTER_HOOKS")) is not None:
+        if v.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ConfigError(f"CAIRN_VCS_REGISTER_HOOKS must be true or false, not {v!r}")
+        values["vcs_register_hooks"] = _truthy(v)
     if (v := env("CAIRN_TERRAFORM_PATH")) is not None:
         values["terraform_path"] = Path(v).expanduser()
     if (v := env("CAIRN_RUN_TF_CLI_CONFIG")) is not None:

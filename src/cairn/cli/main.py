@@ -1,7 +1,7 @@
 """Entry point: ``cairn serve``, ``cairn db upgrade``, ``cairn version``, and the client
 commands that talk to a running cairn: ``cairn org …``, ``cairn workspace …``,
 ``cairn state …``, ``cairn keys …``, ``cairn id-token``, ``cairn tokens …``, ``cairn audit``,
-``cairn rbac …``, ``cairn user disable|enable``."""
+``cairn rbac …``, ``cairn user disable|enable``, ``cairn vcs …``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ COMMANDS = {
     "org": "cairn.cli.orgs:org",
     "workspace": "cairn.cli.workspaces:workspace",
     "state": "cairn.cli.state:state",
+    "s3-credentials": "cairn.cli.s3:s3_credentials",
     "keys": "cairn.cli.keys:keys",
     "id-token": "cairn.cli.idtoken:id_token",
     "tokens": "cairn.cli.tokens:tokens",
@@ -27,6 +28,7 @@ COMMANDS = {
     "rbac": "cairn.cli.rbac:rbac",
     "user": "cairn.cli.users:user",
     "agent": "cairn.cli.agent:agent",
+    "vcs": "cairn.cli.vcs:vcs",
 }
 
 

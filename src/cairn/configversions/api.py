@@ -16,7 +16,7 @@ from starlette.routing import Route
 from cairn.authz.subject import Subject
 from cairn.blobs.store import CHUNK
 from cairn.configversions import wire
-from cairn.configversions.model import ConfigurationVersion
+from cairn.configversions.model import ConfigurationVersion, ConfigurationVersionIngress
 from cairn.configversions.service import ConfigUpload, CvView, NewConfig, too_large
 from cairn.errors import ApiError, NotFound, PayloadTooLarge
 from cairn.paging import Page
@@ -40,6 +40,9 @@ class Configs(Protocol):
 
     def create(self, caller: Subject, ws_id: str, new: NewConfig) -> tuple[CvView, str]: ...
     def show(self, caller: Subject, cv_id: str) -> CvView: ...
+    def ingress(
+        self, caller: Subject, cv_id: str
+    ) -> tuple[CvView, ConfigurationVersionIngress | None]: ...
     def list(self, caller: Subject, ws_id: str, page: Page) -> tuple[list[CvView], int]: ...
     def download(self, caller: Subject, cv_id: str) -> tuple[str, int]: ...
     def iter_blob(self, sha256: str) -> Iterator[bytes]: ...
@@ -97,9 +100,12 @@ class Handlers:
         )
 
     def ingress_attributes(self, call: Call) -> Response:
-        """No configuration comes from a VCS yet: there is no commit information."""
-        self.configs.show(call.caller, call.param("id"))
-        return JsonApiResponse({"data": None})
+        """The commit a version was made from (HCP's attribute names); ``data: null`` for a
+        version that was uploaded, not made from a commit."""
+        view, row = self.configs.ingress(call.caller, call.param("id"))
+        if row is None:
+            return JsonApiResponse({"data": None})
+        return JsonApiResponse({"data": wire.ingress_attributes(view.cv.id, row)})
 
     async def download(self, call: Call) -> Response:
         """The ``.tar.gz``, streamed a MiB at a time from the blob store (HCP Terraform
@@ -178,12 +184,21 @@ def routes(configs: Configs, limits: Limits) -> list[Route]:
 
 
 def offer_includes(includes: Includes, configs: Configs, public_url: str) -> None:
-    """What ``include=`` can name on configuration versions (HCP Terraform's list; there is
-    no VCS commit information and runs include nothing from here), and configuration versions
-    by ID for the runs' ``include=configuration_version``."""
+    """What ``include=`` can name on configuration versions (HCP Terraform's list: the
+    ingress attributes of a version made from a commit; runs include nothing from here), and
+    configuration versions by ID for the runs' ``include=configuration_version``."""
     includes.offer("configuration-versions", "ingress_attributes", "run")
 
     def configuration_version(caller: Subject, cv_id: str) -> Resource:
         return wire.configuration_version(configs.show(caller, cv_id), public_url)
 
     includes.loader("configuration-versions", loader_by_id(configuration_version))
+
+    def ingress_attributes(caller: Subject, ia_id: str) -> Resource:
+        cv_id = "cv-" + ia_id.removeprefix("ia-")
+        view, row = configs.ingress(caller, cv_id)
+        if row is None:
+            raise NotFound(f"there are no ingress attributes {ia_id}")
+        return wire.ingress_attributes(view.cv.id, row)
+
+    includes.loader("ingress-attributes", loader_by_id(ingress_attributes))

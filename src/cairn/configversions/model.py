@@ -11,8 +11,18 @@ status; nothing sets it yet.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cairn.db.base import Base, UTCDateTime
@@ -22,6 +32,8 @@ STATUSES = ("pending", "uploaded", "errored", "archived")
 # curl) and the CLI's (remote backend, cloud block).
 SOURCE_API = "tfe-api"
 SOURCES = (SOURCE_API, "terraform", "terraform+cloud")
+# Sources of versions made from a commit by a VCS event (``webhooks.ingest``), as HCP names them.
+VCS_SOURCES = ("github", "gitlab")
 
 
 class ConfigurationVersion(Base):
@@ -48,3 +60,34 @@ class ConfigurationVersion(Base):
     status_timestamps: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class ConfigurationVersionIngress(Base):
+    """Where a configuration version made from a commit came from (HCP's *ingress attributes*:
+    ``GET /configuration-versions/:id/ingress-attributes``), written by ``webhooks.ingest`` with
+    the version.
+
+    ``(workspace_id, commit_sha, speculative)`` is unique: a commit starts at most one run of
+    each kind per workspace (HCP: "a commit SHA that already produced a run is not processed
+    again"), which also makes a redelivered or re-claimed webhook create nothing the second
+    time, whichever replica handles it. ``(oauth_client_id, repo, commit_sha)`` finds the runs a
+    commit status aggregates. The connection is named without a foreign key: connections live
+    on the ``vcs`` floor, which deletes a connection's workspaces' links itself."""
+
+    __tablename__ = "configuration_version_ingress"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "commit_sha", "speculative"),
+        Index("ix_configuration_version_ingress_commit", "oauth_client_id", "repo", "commit_sha"),
+    )
+    configuration_version_id: Mapped[str] = mapped_column(
+        ForeignKey("configuration_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    oauth_client_id: Mapped[str] = mapped_column(String(32))
+    oauth_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    repo: Mapped[str] = mapped_column(String(255))
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    speculative: Mapped[bool] = mapped_column(Boolean, default=False)
+    # HCP's attribute names (branch, clone-url, commit-message, commit-sha, …), as served.
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -35,7 +35,12 @@ from cairn.authz.subject import ServiceAccount, Subject
 from cairn.blobs.store import BlobStore, BlobWriter
 from cairn.clock import Clock, iso8601
 from cairn.configversions.archive import ArchiveChecker, ArchiveError, Summary, size_text
-from cairn.configversions.model import SOURCE_API, ConfigurationVersion
+from cairn.configversions.model import (
+    SOURCE_API,
+    VCS_SOURCES,
+    ConfigurationVersion,
+    ConfigurationVersionIngress,
+)
 from cairn.db.engine import Database, affected
 from cairn.errors import ApiError, Conflict, Forbidden, NotFound, PayloadTooLarge
 from cairn.organizations.model import Organization
@@ -181,6 +186,62 @@ class ConfigVersions:
             .order_by(ConfigurationVersion.created_at.desc(), ConfigurationVersion.id.desc())
             .limit(1)
         ).first()
+
+    def create_from_commit(
+        self,
+        s: Session,
+        ws: Workspace,
+        *,
+        source: str,
+        blob_sha256: str,
+        size: int,
+        speculative: bool,
+        ingress: ConfigurationVersionIngress,
+    ) -> ConfigurationVersion:
+        """An ``uploaded`` version of a commit's archive already in the blob store (fetched and
+        checked by ``webhooks.archives``), with its ingress attributes, in the caller's
+        transaction (``webhooks.ingest``; the run is queued by the caller, not by
+        ``after_upload``). The ingress row is flushed at once: its unique
+        (workspace, commit, speculative) raises ``IntegrityError`` here when that commit
+        already has a version of this kind in the workspace."""
+        assert source in VCS_SOURCES, source
+        now = self._clock.now()
+        cv = ConfigurationVersion(
+            id=ids.new_id("configuration_version"),
+            workspace_id=ws.id,
+            status="uploaded",
+            source=source,
+            speculative=speculative,
+            auto_queue_runs=False,
+            provisional=False,
+            blob_sha256=blob_sha256,
+            size=size,
+            upload_nonce=None,
+            status_timestamps={"uploaded-at": iso8601(now)},
+            created_at=now,
+            created_by_id=None,
+        )
+        s.add(cv)
+        s.flush()
+        ingress.configuration_version_id = cv.id
+        ingress.workspace_id = ws.id
+        ingress.speculative = speculative
+        ingress.created_at = now
+        s.add(ingress)
+        s.flush()
+        return cv
+
+    def ingress(
+        self, caller: Subject, cv_id: str
+    ) -> tuple[CvView, ConfigurationVersionIngress | None]:
+        """A version and its ingress attributes (``workspace:read``); None for a version not
+        made from a commit."""
+        with self._db.unit_of_work() as s:
+            view = self._find(s, caller, cv_id)
+            row = s.get(ConfigurationVersionIngress, cv_id)
+            if row is not None:
+                s.expunge(row)
+            return view, row
 
     # ---- reading -------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cairn.configversions.model import VCS_SOURCES, ConfigurationVersionIngress
 from cairn.configversions.service import CvView
 
 
@@ -37,9 +38,26 @@ def configuration_version(
         },
         "relationships": {
             "ingress-attributes": {
-                "data": None,
+                "data": {"id": ingress_id(cv.id), "type": "ingress-attributes"}
+                if cv.source in VCS_SOURCES
+                else None,
                 "links": {"related": f"{path}/ingress-attributes"},
             },
         },
         "links": links,
+    }
+
+
+def ingress_id(cv_id: str) -> str:
+    """The ingress attributes' ID (HCP's ``ia-…``), one per configuration version."""
+    return "ia-" + cv_id.removeprefix("cv-")
+
+
+def ingress_attributes(cv_id: str, row: ConfigurationVersionIngress) -> dict[str, Any]:
+    """HCP's ``ingress-attributes`` document of a version made from a commit."""
+    return {
+        "id": ingress_id(cv_id),
+        "type": "ingress-attributes",
+        "attributes": dict(row.attributes or {}),
+        "links": {"self": f"/api/v2/configuration-versions/{cv_id}/ingress-attributes"},
     }

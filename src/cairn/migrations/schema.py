@@ -5,13 +5,14 @@ from cairn.audit.model import AuditEvent
 from cairn.auth.model import ApiToken, LoginState, OAuthCode, User
 from cairn.authz.model import Grant, Role, Team, TeamMembership, TeamProject
 from cairn.blobs.model import Blob, BlobChunk
-from cairn.configversions.model import ConfigurationVersion
+from cairn.configversions.model import ConfigurationVersion, ConfigurationVersionIngress
 from cairn.db.base import Base
 from cairn.db.meta import Meta
 from cairn.identity.model import OidcSigningKey
 from cairn.organizations.model import Organization, Project
 from cairn.runs.jobs_model import Job, JobToken, LogChunk
 from cairn.runs.model import Run, RunEvent, RunPhase
+from cairn.s3api.model import S3Object
 from cairn.state.model import StateVersion, StateVersionOutput
 from cairn.teams.memberships import OrganizationMembership
 from cairn.variables.model import Variable
@@ -21,6 +22,10 @@ from cairn.variables.sets_model import (
     VariableSetVariable,
     VariableSetWorkspace,
 )
+from cairn.vcs.model import ConnectState, OAuthClient, OAuthClientProject, OAuthToken
+from cairn.webhooks.archives import VcsCommitArchive
+from cairn.webhooks.model import VcsDelivery, VcsRepoHook
+from cairn.webhooks.statuses import VcsStatus
 from cairn.workspaces.consumers import RemoteStateConsumer
 from cairn.workspaces.model import Tag, Workspace, WorkspaceTag
 
@@ -36,13 +41,18 @@ __all__ = [
     "Blob",
     "BlobChunk",
     "ConfigurationVersion",
+    "ConfigurationVersionIngress",
+    "ConnectState",
     "Grant",
     "Job",
     "JobToken",
     "LogChunk",
     "LoginState",
     "Meta",
+    "OAuthClient",
+    "OAuthClientProject",
     "OAuthCode",
+    "OAuthToken",
     "OidcSigningKey",
     "Organization",
     "OrganizationMembership",
@@ -52,6 +62,7 @@ __all__ = [
     "Run",
     "RunEvent",
     "RunPhase",
+    "S3Object",
     "StateVersion",
     "StateVersionOutput",
     "Tag",
@@ -64,6 +75,10 @@ __all__ = [
     "VariableSetProject",
     "VariableSetVariable",
     "VariableSetWorkspace",
+    "VcsCommitArchive",
+    "VcsDelivery",
+    "VcsRepoHook",
+    "VcsStatus",
     "Workspace",
     "WorkspaceTag",
     "metadata",

@@ -110,6 +110,7 @@ class RunLifecycle:
         run.stamp(running, now)
         ph.stamp(m.PHASE_RUNNING, now)
         event(s, run, "planning" if ph.kind == "plan" else "applying", now, None)
+        self._scheduler.hooks.changed(s, run)
 
     def phase_finished(
         self, s: Session, run_id: str, phase_id: str, outcome: PhaseOutcome, now: datetime
@@ -143,6 +144,7 @@ class RunLifecycle:
             return
         run.stamp(m.PLANNED, now)
         event(s, run, "planned", now, None)
+        self._scheduler.hooks.changed(s, run)
         if verdict.apply_now:
             self._scheduler.confirm(s, run, now, None)
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from cairn import ids
 from cairn.authz.subject import Holder
 from cairn.runs import model as m
+from cairn.runs.events import RunHooks
 from cairn.runs.model import Run, RunEvent, RunPhase
 from cairn.runs.queue import JobQueue
 from cairn.workspaces.locks import write_lock
@@ -67,10 +68,12 @@ def event(
 
 
 class Scheduler:
-    """Writes the machine's transitions and talks to the job queue."""
+    """Writes the machine's transitions and talks to the job queue; every status it sets is
+    reported to ``hooks`` (``runs.events``) in the same transaction."""
 
-    def __init__(self, jobs: JobQueue) -> None:
+    def __init__(self, jobs: JobQueue, hooks: RunHooks | None = None) -> None:
         self.jobs = jobs
+        self.hooks = hooks if hooks is not None else RunHooks()
 
     # ---- queueing jobs -------------------------------------------------------------------------
 
@@ -91,6 +94,7 @@ class Scheduler:
             now=now,
         )
         event(s, run, "queued" if kind == "plan" else "apply_queued", now, None)
+        self.hooks.changed(s, run)
 
     def confirm(self, s: Session, run: Run, now: datetime, actor_id: str | None) -> None:
         """``confirmed`` then at once ``apply_queued`` with its job (``confirmed`` is never
@@ -110,6 +114,7 @@ class Scheduler:
             return
         run.stamp(m.PENDING, now)
         event(s, run, "pending", now, None)
+        self.hooks.changed(s, run)
         s.flush()
         self.advance(s, run.workspace_id, now)
 
@@ -197,6 +202,7 @@ class Scheduler:
             else:
                 ph.stamp(m.PHASE_UNREACHABLE, now)
         event(s, run, status, now, actor_id, description)
+        self.hooks.changed(s, run)
         s.flush()
         if run.speculative:
             return

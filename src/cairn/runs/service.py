@@ -200,6 +200,54 @@ class RunService:
         self._scheduler.admit(s, run, now)
         return run
 
+    def queue_from_vcs(
+        self,
+        s: Session,
+        org: Organization,
+        ws: Workspace,
+        cv: ConfigurationVersionRow,
+        *,
+        speculative: bool,
+        message: str,
+        actor: str,
+    ) -> Run | None:
+        """A run of a configuration version made from a commit by a VCS event
+        (``webhooks.ingest``), in the caller's transaction: speculative (a change request's
+        plan) or a normal run, auto-applied as the workspace says. Nobody asked for it, so
+        nobody's rights are checked and it has no creator (``actor`` names the connection in
+        the audit event). A workspace with local execution, or agent execution without a pool,
+        runs nothing (None)."""
+        if ws.execution_mode == "local":
+            return None
+        pool_id = ws.agent_pool_id if ws.execution_mode == "agent" else None
+        if ws.execution_mode == "agent" and pool_id is None:
+            return None
+        now = self._clock.now()
+        run = self._insert(
+            s,
+            org,
+            ws,
+            cv,
+            NewRun(workspace_id=ws.id, message=message[:2000], source="tfe-configuration-version"),
+            speculative=speculative,
+            auto_apply=ws.auto_apply,
+            pool_id=pool_id,
+            created_by_id=None,
+            now=now,
+        )
+        record(
+            s,
+            at=now,
+            actor=Actor(None, actor),
+            action="run.create",
+            subject=f"{org.name}/{ws.name}/{run.id}",
+            workspace_id=ws.id,
+            run_id=run.id,
+            speculative=speculative or None,
+            vcs=True,
+        )
+        return run
+
     def after_upload(self, s: Session, cv: ConfigurationVersionRow) -> None:
         """``ConfigVersions.after_upload`` (an ``auto-queue-runs`` version was uploaded): queue
         a run of it, as its creator, whose rights are read again now (revoked or disabled

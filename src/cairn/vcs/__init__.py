@@ -1,1 +1,2 @@
-"""VCS connections: OAuth clients, OAuth tokens (sealed), the single-flight token service, forge API clients and workspace VCS settings."""
+"""VCS connections: OAuth clients, OAuth tokens (sealed), the single-flight token service,
+forge API clients and workspace VCS settings."""

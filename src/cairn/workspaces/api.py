@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.responses import Response
 from starlette.routing import Route
@@ -29,7 +30,7 @@ from cairn.tfeapi.jsonapi import (
 )
 from cairn.workspaces import wire
 from cairn.workspaces.model import Tag
-from cairn.workspaces.service import WorkspaceSettings
+from cairn.workspaces.service import VcsRepoChange, WorkspaceSettings
 from cairn.workspaces.store import SORTS, ListFilter, WorkspaceView
 
 
@@ -83,12 +84,7 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
         check_execution_mode(mode, "/data/attributes/execution-mode")
     elif (ops := doc.boolean("operations")) is not None:
         mode = "remote" if ops else "local"
-    vcs = doc.attributes.get("vcs-repo")
-    if vcs not in (None, {}):  # pytfe always sends {} when no VCS repo is wanted
-        raise Invalid(
-            "VCS-connected workspaces are not available in this cairn version yet",
-            pointer="/data/attributes/vcs-repo",
-        )
+    vcs = _vcs_repo(doc, creating=creating)
     tv = doc.string("terraform-version", max_len=32)
     if tv is not None and tv != "latest" and not all(c.isalnum() or c in ".-~>=<, " for c in tv):
         raise Invalid(
@@ -133,7 +129,113 @@ def _settings(doc: Document, *, creating: bool) -> WorkspaceSettings:
         speculative_plan_credentials=spc,
         project_id=doc.relationship_id("project", "projects"),
         tags=tags,
+        vcs_repo=vcs,
+        file_triggers_enabled=doc.boolean("file-triggers-enabled"),
+        trigger_prefixes=_triggers(doc, "trigger-prefixes"),
+        trigger_patterns=_triggers(doc, "trigger-patterns"),
     )
+
+
+MAX_TRIGGERS = 100
+MAX_TRIGGER_LEN = 500
+MAX_TAGS_REGEX = 255
+_VCS = "/data/attributes/vcs-repo"
+_VCS_FIELDS = (
+    "identifier",
+    "branch",
+    "ingress-submodules",
+    "oauth-token-id",
+    "github-app-installation-id",
+    "tags-regex",
+)
+# What HCP Terraform renders and pytfe's VCSRepo echoes back on update: accepted, ignored.
+_VCS_READ_ONLY = ("display-identifier", "repository-http-url", "service-provider", "webhook-url")
+
+
+def _triggers(doc: Document, name: str) -> list[str] | None:
+    values = doc.string_list(name, max_items=MAX_TRIGGERS)
+    if values is None:
+        return None
+    for i, v in enumerate(values):
+        if not v or len(v) > MAX_TRIGGER_LEN:
+            raise Invalid(
+                f"each item of '{name}' must be a non-empty path of at most {MAX_TRIGGER_LEN} "
+                "characters",
+                pointer=f"/data/attributes/{name}/{i}",
+            )
+    return values
+
+
+def _vcs_string(vcs: dict[str, Any], name: str, max_len: int) -> str | None:
+    value = vcs.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise Invalid(
+            f"vcs-repo.{name} must be a string of at most {max_len} characters",
+            pointer=f"{_VCS}/{name}",
+        )
+    return value
+
+
+def _vcs_repo(doc: Document, *, creating: bool) -> VcsRepoChange | None:
+    """``vcs-repo``: absent or ``{}`` (pytfe sends it when unset) → no change; null →
+    disconnect; an object → set (on create: identifier and a token or installation needed)."""
+    if "vcs-repo" not in doc.attributes:
+        return None
+    vcs = doc.attributes["vcs-repo"]
+    if vcs is None:
+        return None if creating else VcsRepoChange(remove=True)
+    if not isinstance(vcs, dict):
+        raise Invalid("vcs-repo must be an object, or null to disconnect", pointer=_VCS)
+    if not vcs:
+        return None
+    unknown = sorted(set(vcs) - set(_VCS_FIELDS) - set(_VCS_READ_ONLY))
+    if unknown:
+        raise Invalid(
+            f"vcs-repo has unknown member(s) {', '.join(unknown)}; it takes "
+            f"{', '.join(_VCS_FIELDS)}",
+            pointer=f"{_VCS}/{unknown[0]}",
+        )
+    sub = vcs.get("ingress-submodules")
+    if sub is not None and not isinstance(sub, bool):
+        raise Invalid(
+            "vcs-repo.ingress-submodules must be true or false",
+            pointer=f"{_VCS}/ingress-submodules",
+        )
+    change = VcsRepoChange(
+        identifier=_vcs_string(vcs, "identifier", 255),
+        branch=_vcs_string(vcs, "branch", 255),
+        ingress_submodules=sub,
+        oauth_token_id=_vcs_string(vcs, "oauth-token-id", 32) or None,
+        github_app_installation_id=_vcs_string(vcs, "github-app-installation-id", 32) or None,
+        tags_regex=_vcs_string(vcs, "tags-regex", MAX_TAGS_REGEX),
+    )
+    if change.oauth_token_id and change.github_app_installation_id:
+        raise Invalid(
+            "vcs-repo takes oauth-token-id or github-app-installation-id, not both",
+            pointer=f"{_VCS}/github-app-installation-id",
+        )
+    if change.tags_regex:
+        try:
+            re.compile(change.tags_regex)
+        except re.error as err:
+            raise Invalid(
+                f"vcs-repo.tags-regex is not a valid regular expression: {err}",
+                pointer=f"{_VCS}/tags-regex",
+            ) from None
+    if creating and not change.identifier:
+        raise Invalid(
+            "vcs-repo.identifier is required: the repository, like group/project or owner/repo",
+            pointer=f"{_VCS}/identifier",
+        )
+    if creating and not (change.oauth_token_id or change.github_app_installation_id):
+        raise Invalid(
+            "vcs-repo needs oauth-token-id (a VCS connection's token) or "
+            "github-app-installation-id",
+            pointer=f"{_VCS}/oauth-token-id",
+        )
+    return change
 
 
 def _lock_reason(raw: bytes) -> str:
@@ -177,7 +279,9 @@ class Handlers:
         locks: Locks,
         tags: Tags,
         count_resources: Callable[[str], None],
+        public_url: str = "",
     ) -> None:
+        self.public_url = public_url  # webhook URLs in vcs-repo
         self.workspaces = workspaces
         self.locks = locks
         self.tags = tags
@@ -187,7 +291,7 @@ class Handlers:
         doc = call.document("workspaces")
         change = _settings(doc, creating=True)
         view = self.workspaces.create(call.caller, call.param("org"), change)
-        return JsonApiResponse({"data": wire.workspace(view)}, status_code=201)
+        return JsonApiResponse({"data": wire.workspace(view, self.public_url)}, status_code=201)
 
     def list_workspaces(self, call: Call) -> Response:
         r = call.request
@@ -205,7 +309,7 @@ class Handlers:
         )
         views, total = self.workspaces.search(call.caller, call.param("org"), flt, page)
         return call.respond(
-            [wire.workspace(v) for v in views],
+            [wire.workspace(v, self.public_url) for v in views],
             resource_type="workspaces",
             meta=pagination_meta(page, total),
         )
@@ -220,13 +324,13 @@ class Handlers:
             view = self.workspaces.get_by_name(call.caller, call.param("org"), call.param("name"))
         else:
             view = self.workspaces.get(call.caller, call.param("id"))
-        return call.respond(wire.workspace(view))
+        return call.respond(wire.workspace(view, self.public_url))
 
     def update_workspace(self, call: Call) -> Response:
         doc = call.document("workspaces")
         ws_id = self._ws_id(call)
         view = self.workspaces.update(call.caller, ws_id, _settings(doc, creating=False))
-        return JsonApiResponse({"data": wire.workspace(view)})
+        return JsonApiResponse({"data": wire.workspace(view, self.public_url)})
 
     def delete_workspace(self, call: Call) -> Response:
         self.workspaces.delete(call.caller, self._ws_id(call), safe=False)
@@ -242,15 +346,15 @@ class Handlers:
     def lock(self, call: Call) -> Response:
         reason = _lock_reason(call.raw)
         view = self.locks.lock(call.caller, call.param("id"), reason, call.source)
-        return JsonApiResponse({"data": wire.workspace(view)})
+        return JsonApiResponse({"data": wire.workspace(view, self.public_url)})
 
     def unlock(self, call: Call) -> Response:
         view = self.locks.unlock(call.caller, call.param("id"), call.source)
-        return JsonApiResponse({"data": wire.workspace(view)})
+        return JsonApiResponse({"data": wire.workspace(view, self.public_url)})
 
     def force_unlock(self, call: Call) -> Response:
         view = self.locks.force_unlock(call.caller, call.param("id"), call.source)
-        return JsonApiResponse({"data": wire.workspace(view)})
+        return JsonApiResponse({"data": wire.workspace(view, self.public_url)})
 
     def list_workspace_tags(self, call: Call) -> Response:
         page = page_from(call.request)
@@ -293,10 +397,11 @@ def routes(
     tags: Tags,
     *,
     count_resources: Callable[[str], None],
+    public_url: str = "",
 ) -> list[Route]:
     """``count_resources(ws_id)``: counts the current state's resources now if that is still
     pending (state sits above workspaces: it is passed in, not imported)."""
-    h = Handlers(workspaces, locks, tags, count_resources)
+    h = Handlers(workspaces, locks, tags, count_resources, public_url)
     by_name = "/organizations/{org}/workspaces/{name}"
     return [
         route("/organizations/{org}/workspaces", h.list_workspaces, ["GET"]),
@@ -320,7 +425,7 @@ def routes(
     ]
 
 
-def offer_includes(includes: Includes, workspaces: Workspaces) -> None:
+def offer_includes(includes: Includes, workspaces: Workspaces, public_url: str = "") -> None:
     """What ``include=`` can name on workspaces (HCP Terraform's list; runs, configuration
     versions, readmes and tag bindings cairn does not have yet are accepted and include
     nothing, their relationships being empty), and how workspaces are loaded for
@@ -328,5 +433,7 @@ def offer_includes(includes: Includes, workspaces: Workspaces) -> None:
     includes.offer("workspaces", *wire.INCLUDABLE)
     includes.loader(
         "workspaces",
-        loader_by_id(lambda caller, ws_id: wire.workspace(workspaces.get(caller, ws_id))),
+        loader_by_id(
+            lambda caller, ws_id: wire.workspace(workspaces.get(caller, ws_id), public_url)
+        ),
     )

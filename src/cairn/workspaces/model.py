@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Boolean, ColumnElement, ForeignKey, Integer, String, UniqueConstraint, and_
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    and_,
+    false,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cairn.authz.subject import Holder
@@ -42,7 +54,15 @@ class LockChange:
 
 class Workspace(Base):
     __tablename__ = "workspaces"
-    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "name"),
+        # What a webhook delivery looks up: the workspaces on (connection, repository).
+        Index(
+            "ix_workspaces_vcs_oauth_client_id_vcs_identifier",
+            "vcs_oauth_client_id",
+            "vcs_identifier",
+        ),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     organization_id: Mapped[str] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
@@ -73,11 +93,33 @@ class Workspace(Base):
     locked_by_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lock_reason: Mapped[str] = mapped_column(String(500), default="")
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A lock taken through Terraform's ``http`` backend (``httpstate``) keeps the client's lock
+    # ID (checked on ``?ID=`` and unlock) and lock info (answered with 423 to others); every
+    # other lock change clears them (``locks.write_lock``).
+    lock_client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lock_info: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
     current_state_version_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # The run the workspace's queue is at (``runs.scheduler``): the active run, or the first
     # pending one; kept after it finished. No foreign key (runs sit above workspaces).
     current_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     resource_count: Mapped[int] = mapped_column(Integer, default=0)
+    # VCS settings (``vcs-repo``; checked and completed by ``vcs.workspace_settings``). The
+    # token has no foreign key: ``vcs`` clears it from workspaces before deleting a token.
+    vcs_oauth_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    vcs_oauth_client_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    vcs_identifier: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    vcs_branch: Mapped[str | None] = mapped_column(String(255), nullable=True)  # None: default
+    vcs_tags_regex: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    vcs_ingress_submodules: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    vcs_service_provider: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    vcs_repository_http_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    file_triggers_enabled: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true()
+    )
+    trigger_prefixes: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    trigger_patterns: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

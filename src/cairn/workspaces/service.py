@@ -28,12 +28,56 @@ from cairn.workspaces.store import ListFilter, WorkspaceView
 __all__ = [
     "MAX_WORKSPACE_NAME",
     "ListFilter",
+    "VcsRepoChange",
     "WorkspaceService",
     "WorkspaceSettings",
     "WorkspaceView",
+    "apply_vcs_repo",
 ]
 
 MAX_WORKSPACE_NAME = 90
+
+
+@dataclass
+class VcsRepoChange:
+    """A workspace's ``vcs-repo`` change; None fields: leave as is (``remove``: disconnect).
+    ``branch``/``tags_regex`` "" clear them. The ``vcs`` domain's check_settings hook checks
+    the token or installation and fills the connection's columns."""
+
+    remove: bool = False
+    identifier: str | None = None
+    branch: str | None = None
+    ingress_submodules: bool | None = None
+    oauth_token_id: str | None = None
+    github_app_installation_id: str | None = None
+    tags_regex: str | None = None
+
+
+def apply_vcs_repo(ws: Workspace, change: VcsRepoChange) -> None:
+    """Write a ``vcs-repo`` change on the row (before the hooks check it)."""
+    if change.remove:
+        ws.vcs_oauth_token_id = None
+        ws.vcs_oauth_client_id = None
+        ws.vcs_identifier = None
+        ws.vcs_branch = None
+        ws.vcs_tags_regex = None
+        ws.vcs_ingress_submodules = False
+        ws.vcs_service_provider = None
+        ws.vcs_repository_http_url = None
+        return
+    if change.identifier is not None:
+        ws.vcs_identifier = change.identifier
+    if change.branch is not None:
+        ws.vcs_branch = change.branch or None
+    if change.ingress_submodules is not None:
+        ws.vcs_ingress_submodules = change.ingress_submodules
+    if change.tags_regex is not None:
+        ws.vcs_tags_regex = change.tags_regex or None
+    # An installation is named by its ``ghain-…`` ID; the vcs hook resolves it to its token.
+    if change.github_app_installation_id is not None:
+        ws.vcs_oauth_token_id = change.github_app_installation_id
+    elif change.oauth_token_id is not None:
+        ws.vcs_oauth_token_id = change.oauth_token_id
 
 
 @dataclass
@@ -57,6 +101,10 @@ class WorkspaceSettings:
     speculative_plan_credentials: str | None = None
     project_id: str | None = None
     tags: list[str] = field(default_factory=list)
+    vcs_repo: VcsRepoChange | None = None  # None: no change
+    file_triggers_enabled: bool | None = None
+    trigger_prefixes: list[str] | None = None
+    trigger_patterns: list[str] | None = None
 
 
 _SETTABLE = (
@@ -69,6 +117,9 @@ _SETTABLE = (
     "global_remote_state",
     "speculative_enabled",
     "queue_all_runs",
+    "file_triggers_enabled",
+    "trigger_prefixes",
+    "trigger_patterns",
 )
 
 
@@ -87,14 +138,13 @@ class WorkspaceService:
     # ---- lookups ----------------------------------------------------------------------------
 
     def get(self, caller: Subject, ws_id: str) -> WorkspaceView:
-        with self._db.unit_of_work() as s:
-            org, ws = store.find(s, caller, ws_id)
-            return store.view(s, caller, org, ws)
+        # Core on the request's connection (a hot path: no Session, store.show).
+        with self._db.read_transaction() as conn:
+            return store.show(conn, caller, ws_id)
 
     def get_by_name(self, caller: Subject, org_name: str, name: str) -> WorkspaceView:
-        with self._db.unit_of_work() as s:
-            org, ws = store.find_by_name(s, caller, org_name, name)
-            return store.view(s, caller, org, ws)
+        with self._db.read_transaction() as conn:
+            return store.show_by_name(conn, caller, org_name, name)
 
     def resolve(self, caller: Subject, org_name: str | None, name_or_id: str) -> str:
         """The ID of a workspace named by ID, or by organization and name."""
@@ -146,9 +196,17 @@ class WorkspaceService:
                 queue_all_runs=bool(change.queue_all_runs),
                 agent_pool_id=change.agent_pool_id or None,
                 speculative_plan_credentials=change.speculative_plan_credentials or None,
+                file_triggers_enabled=True
+                if change.file_triggers_enabled is None
+                else change.file_triggers_enabled,
+                trigger_prefixes=list(change.trigger_prefixes or []),
+                trigger_patterns=list(change.trigger_patterns or []),
+                vcs_ingress_submodules=False,
                 created_at=now,
                 updated_at=now,
             )
+            if change.vcs_repo is not None:
+                apply_vcs_repo(ws, change.vcs_repo)
             self.hooks.checked(s, org, ws)
             s.add(ws)
             try:
@@ -183,6 +241,8 @@ class WorkspaceService:
                 )
                 store.leave_project(s, caller, org, ws)
                 ws.project_id = moved_to
+            if change.vcs_repo is not None:
+                apply_vcs_repo(ws, change.vcs_repo)
             ws.updated_at = self._clock.now()
             self.hooks.checked(s, org, ws)
             taken = f"{org.name}/{change.name}"  # read before a failed flush spoils the objects

@@ -21,7 +21,7 @@ from cairn.authz.permissions import (
     WORKSPACE_WRITE,
 )
 from cairn.clock import iso8601
-from cairn.workspaces.model import Tag
+from cairn.workspaces.model import Tag, Workspace
 from cairn.workspaces.store import WorkspaceView
 
 INCLUDABLE = (
@@ -43,7 +43,29 @@ INCLUDABLE = (
 """The relationships HCP Terraform documents as includable on workspaces."""
 
 
-def workspace(v: WorkspaceView) -> dict[str, Any]:
+def vcs_repo(ws: Workspace, public_url: str = "") -> dict[str, Any] | None:
+    """The ``vcs-repo`` object (pytfe's ``VCSRepo``), or None without a repository.
+    ``github-app-installation-id`` is not kept on the workspace (the installation's token is),
+    so it renders null; ``oauth-token-id`` names the token used."""
+    if not ws.vcs_identifier:
+        return None
+    return {
+        "identifier": ws.vcs_identifier,
+        "display-identifier": ws.vcs_identifier,
+        "branch": ws.vcs_branch or "",
+        "ingress-submodules": ws.vcs_ingress_submodules,
+        "oauth-token-id": ws.vcs_oauth_token_id,
+        "github-app-installation-id": None,
+        "tags-regex": ws.vcs_tags_regex,
+        "repository-http-url": ws.vcs_repository_http_url,
+        "service-provider": ws.vcs_service_provider,
+        "webhook-url": f"{public_url}/api/cairn/v1/vcs-hooks/{ws.vcs_oauth_client_id}"
+        if ws.vcs_oauth_client_id
+        else None,
+    }
+
+
+def workspace(v: WorkspaceView, public_url: str = "") -> dict[str, Any]:
     ws, org, p = v.ws, v.org, v.permissions
     manage = WORKSPACE_MANAGE in p
     rels: dict[str, Any] = {
@@ -94,7 +116,7 @@ def workspace(v: WorkspaceView) -> dict[str, Any]:
             "auto-destroy-at": None,
             "allow-destroy-plan": ws.allow_destroy_plan,
             "assessments-enabled": False,
-            "file-triggers-enabled": False,
+            "file-triggers-enabled": ws.file_triggers_enabled,
             "global-remote-state": ws.global_remote_state,
             "queue-all-runs": ws.queue_all_runs,
             "speculative-enabled": ws.speculative_enabled,
@@ -107,11 +129,11 @@ def workspace(v: WorkspaceView) -> dict[str, Any]:
             "source": ws.source,
             "source-name": None,
             "source-url": None,
-            "vcs-repo": None,
-            "vcs-repo-identifier": None,
+            "vcs-repo": vcs_repo(ws, public_url),
+            "vcs-repo-identifier": ws.vcs_identifier,
             "working-directory": ws.working_directory,
-            "trigger-prefixes": [],
-            "trigger-patterns": [],
+            "trigger-prefixes": list(ws.trigger_prefixes or []),
+            "trigger-patterns": list(ws.trigger_patterns or []),
             "tag-names": v.tags,
             "resource-count": ws.resource_count,
             "apply-duration-average": None,
