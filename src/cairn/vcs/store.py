@@ -203,6 +203,7 @@ def disconnect_workspaces(
             vcs_ingress_submodules=False,
             vcs_service_provider=None,
             vcs_repository_http_url=None,
+            vcs_github_app_installation_id=None,
         ).execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)

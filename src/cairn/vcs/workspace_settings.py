@@ -38,6 +38,7 @@ def clear(ws: Workspace) -> None:
     ws.vcs_ingress_submodules = False
     ws.vcs_service_provider = None
     ws.vcs_repository_http_url = None
+    ws.vcs_github_app_installation_id = None
 
 
 def check_vcs_repo(s: Session, org: Organization, ws: Workspace) -> None:
@@ -90,6 +91,11 @@ def check_vcs_repo(s: Session, org: Organization, ws: Workspace) -> None:
             + ("group/project (subgroups allowed)" if gitlab else "owner/repo"),
             pointer=f"{_VCS}/identifier",
         )
+    # Named by its installation (now, or before and still the same one): render it so.
+    same_installation = tok.ghain_id is not None and (
+        by_installation or ws.vcs_github_app_installation_id == tok.ghain_id
+    )
+    ws.vcs_github_app_installation_id = tok.ghain_id if same_installation else None
     ws.vcs_oauth_token_id = tok.id
     ws.vcs_oauth_client_id = client.id
     ws.vcs_service_provider = client.service_provider

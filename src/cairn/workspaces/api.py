@@ -203,6 +203,13 @@ def _vcs_repo(doc: Document, *, creating: bool) -> VcsRepoChange | None:
             "vcs-repo.ingress-submodules must be true or false",
             pointer=f"{_VCS}/ingress-submodules",
         )
+    if sub:
+        raise Invalid(
+            "vcs-repo.ingress-submodules: cairn does not fetch Git submodules yet (it builds the "
+            "configuration from the forge's archive of the commit, which leaves them out); "
+            "vendor the modules into the repository or use module sources, and set it to false",
+            pointer=f"{_VCS}/ingress-submodules",
+        )
     change = VcsRepoChange(
         identifier=_vcs_string(vcs, "identifier", 255),
         branch=_vcs_string(vcs, "branch", 255),

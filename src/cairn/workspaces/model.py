@@ -114,6 +114,9 @@ class Workspace(Base):
         Boolean, default=False, server_default=false()
     )
     vcs_service_provider: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The ``ghain-…`` ID when the repository was connected through a GitHub App installation
+    # (rendered as ``github-app-installation-id``; ``vcs_oauth_token_id`` holds its token).
+    vcs_github_app_installation_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     vcs_repository_http_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
     file_triggers_enabled: Mapped[bool] = mapped_column(
         Boolean, default=True, server_default=true()

@@ -64,6 +64,7 @@ def apply_vcs_repo(ws: Workspace, change: VcsRepoChange) -> None:
         ws.vcs_ingress_submodules = False
         ws.vcs_service_provider = None
         ws.vcs_repository_http_url = None
+        ws.vcs_github_app_installation_id = None
         return
     if change.identifier is not None:
         ws.vcs_identifier = change.identifier
@@ -78,6 +79,7 @@ def apply_vcs_repo(ws: Workspace, change: VcsRepoChange) -> None:
         ws.vcs_oauth_token_id = change.github_app_installation_id
     elif change.oauth_token_id is not None:
         ws.vcs_oauth_token_id = change.oauth_token_id
+        ws.vcs_github_app_installation_id = None  # named by its token from now on
 
 
 @dataclass

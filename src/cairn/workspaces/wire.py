@@ -45,8 +45,8 @@ INCLUDABLE = (
 
 def vcs_repo(ws: Workspace, public_url: str = "") -> dict[str, Any] | None:
     """The ``vcs-repo`` object (pytfe's ``VCSRepo``), or None without a repository.
-    ``github-app-installation-id`` is not kept on the workspace (the installation's token is),
-    so it renders null; ``oauth-token-id`` names the token used."""
+    A repository connected through a GitHub App installation names the installation
+    (``github-app-installation-id``) and no OAuth token, as HCP Terraform does."""
     if not ws.vcs_identifier:
         return None
     return {
@@ -54,8 +54,8 @@ def vcs_repo(ws: Workspace, public_url: str = "") -> dict[str, Any] | None:
         "display-identifier": ws.vcs_identifier,
         "branch": ws.vcs_branch or "",
         "ingress-submodules": ws.vcs_ingress_submodules,
-        "oauth-token-id": ws.vcs_oauth_token_id,
-        "github-app-installation-id": None,
+        "oauth-token-id": None if ws.vcs_github_app_installation_id else ws.vcs_oauth_token_id,
+        "github-app-installation-id": ws.vcs_github_app_installation_id,
         "tags-regex": ws.vcs_tags_regex,
         "repository-http-url": ws.vcs_repository_http_url,
         "service-provider": ws.vcs_service_provider,

@@ -415,7 +415,7 @@ async def test_workspace_vcs_repo_set_change_clear_and_validation(
                 "branch": "main",
                 "oauth-token-id": tok_id,
                 "tags-regex": r"^v\d+",
-                "ingress-submodules": True,
+                "ingress-submodules": False,
             },
             **{"working-directory": "envs/prod", "trigger-prefixes": ["modules/"]},
         )
@@ -426,7 +426,7 @@ async def test_workspace_vcs_repo_set_change_clear_and_validation(
             "identifier": "group/sub/infra",
             "display-identifier": "group/sub/infra",
             "branch": "main",
-            "ingress-submodules": True,
+            "ingress-submodules": False,
             "oauth-token-id": tok_id,
             "github-app-installation-id": None,
             "tags-regex": r"^v\d+",
@@ -442,6 +442,11 @@ async def test_workspace_vcs_repo_set_change_clear_and_validation(
             body = {"data": {"type": "workspaces", "attributes": attrs}}
             return await admin.patch(one, json=body, headers=CT)
 
+        # Submodules are not fetched: asking for them is refused, nothing changes.
+        refused = await patch({"vcs-repo": {"ingress-submodules": True}})
+        assert document(refused, 422)["errors"][0]["source"]["pointer"].endswith(
+            "ingress-submodules"
+        )
         # {} is "no change" (pytfe sends it); a partial object changes only what it names.
         assert (
             document(await patch({"vcs-repo": {}}), 200)["data"]["attributes"]["vcs-repo"]["branch"]

@@ -79,7 +79,8 @@ async def test_github_app_installations(app: InProcessCairn) -> None:
         assert shown["data"]["id"] == acme["id"]
         assert (await admin.get("/api/v2/github-app/installation/ghain-nope")).status_code == 404
 
-        # A workspace on the installation: stored as the installation's token.
+        # A workspace on the installation: it names the installation, as HCP renders it (the
+        # installation's token is what cairn uses), also after a change of other settings.
         vcs = {"identifier": "acme/infra", "github-app-installation-id": acme["id"]}
         ws = document(
             await admin.post(
@@ -90,7 +91,30 @@ async def test_github_app_installations(app: InProcessCairn) -> None:
             201,
         )["data"]
         repo = ws["attributes"]["vcs-repo"]
-        assert repo["oauth-token-id"] == acme["attributes"]["oauth-token-id"]
+        assert repo["github-app-installation-id"] == acme["id"]
+        assert repo["oauth-token-id"] is None
+        branch = {"vcs-repo": {"branch": "release"}}
+        kept = document(
+            await admin.patch(
+                f"/api/v2/workspaces/{ws['id']}",
+                json={"data": {"type": "workspaces", "attributes": branch}},
+                headers=CT,
+            ),
+            200,
+        )["data"]["attributes"]["vcs-repo"]
+        assert (kept["branch"], kept["github-app-installation-id"]) == ("release", acme["id"])
+        # Named by its token instead, the repository renders the token.
+        by_token = {"vcs-repo": {"oauth-token-id": acme["attributes"]["oauth-token-id"]}}
+        switched = document(
+            await admin.patch(
+                f"/api/v2/workspaces/{ws['id']}",
+                json={"data": {"type": "workspaces", "attributes": by_token}},
+                headers=CT,
+            ),
+            200,
+        )["data"]["attributes"]["vcs-repo"]
+        assert switched["oauth-token-id"] == acme["attributes"]["oauth-token-id"]
+        assert switched["github-app-installation-id"] is None
         assert repo["service-provider"] == "github"
         assert repo["repository-http-url"] == "https://github.example/acme/infra"
         # GitHub identifiers are owner/repo.

@@ -35,6 +35,7 @@ _WORKSPACE_COLUMNS = (
     "vcs_tags_regex",
     "vcs_ingress_submodules",
     "vcs_service_provider",
+    "vcs_github_app_installation_id",
     "vcs_repository_http_url",
     "file_triggers_enabled",
     "trigger_prefixes",
@@ -170,6 +171,10 @@ def upgrade() -> None:
         ),
     )
     add("workspaces", sa.Column("vcs_service_provider", sa.String(length=32), nullable=True))
+    add(
+        "workspaces",
+        sa.Column("vcs_github_app_installation_id", sa.String(length=32), nullable=True),
+    )
     add("workspaces", sa.Column("vcs_repository_http_url", sa.String(length=500), nullable=True))
     add(
         "workspaces",
