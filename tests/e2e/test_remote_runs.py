@@ -565,16 +565,41 @@ def test_ctrl_c_cancels_a_running_apply(
 # -- 5. a queue of applies ----------------------------------------------------------------------
 
 
+def held_items(generation: str, release: Path) -> str:
+    """``items(generation, count=1)`` whose apply waits (≤ 120 s) until ``release`` exists."""
+    wait = f"for i in $(seq 1200); do [ -e '{release}' ] && exit 0; sleep 0.1; done; exit 1"
+    return f"""\
+resource "null_resource" "item" {{
+  count    = 1
+  triggers = {{ generation = {hcl_string(generation)} }}
+  provisioner "local-exec" {{
+    command = {hcl_string(wait)}
+  }}
+}}
+
+output "instances" {{
+  value = length(null_resource.item)
+}}
+"""
+
+
 def test_concurrent_applies_queue_in_order(
-    site: Site, streams: Callable[[subprocess.Popen[str]], Stream]
+    site: Site, streams: Callable[[subprocess.Popen[str]], Stream], tmp_path: Path
 ) -> None:
     ws_id = site.workspace("queue")
-    projects = [site.project(f"queue{n}", "queue", items(str(n), count=1)) for n in range(3)]
+    # The first run's apply lasts until both later CLIs have said where they wait: on a busy
+    # machine it could otherwise finish before the third CLI first looks at the queue.
+    release = tmp_path / "release-first-apply"
+    configs = [held_items("0", release), items("1", count=1), items("2", count=1)]
+    projects = [site.project(f"queue{n}", "queue", configs[n]) for n in range(3)]
 
     applies = []
     for project in projects:
         applies.append(streams(project.popen("apply", "-auto-approve")))
         applies[-1].run_id()  # its run exists before the next CLI starts: a definite order
+    applies[1].wait_for(r"Waiting for 1 run\(s\) to finish before being queued", 120)
+    applies[2].wait_for(r"Waiting for 2 run\(s\) to finish before being queued", 120)
+    release.touch()
     outputs = {apply.run_id(): finished(apply) for apply in applies}
 
     runs = sorted(site.runs(ws_id), key=lambda r: str(r["attributes"]["created-at"]))
